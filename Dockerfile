@@ -1,0 +1,23 @@
+# The control plane (web, worker, beat). No torch: the `train` extra is for the GPU pod image
+# (gpu_worker/Dockerfile).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY config ./config
+COPY accounts ./accounts
+COPY training ./training
+COPY billing ./billing
+COPY validation ./validation
+COPY artifacts ./artifacts
+COPY gpu_worker ./gpu_worker
+COPY templates ./templates
+COPY manage.py ./
+RUN pip install . && python manage.py collectstatic --noinput
+
+RUN useradd --create-home --uid 1000 app && mkdir -p /app/var && chown -R app /app/var
+USER app
+EXPOSE 8000
+CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]

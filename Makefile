@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test` (see README).
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The venv is rebuilt when pyproject.toml changes.
+STAMP := $(VENV)/.installed
+
+# Tests run against the machine's real PostgreSQL and Redis unless told otherwise.
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/brightrun
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: venv demo test test-fast run bench lint clean stop
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[train,test]'
+	@touch $@
+
+demo: venv
+	$(BIN)/python manage.py demo
+
+run: venv
+	$(BIN)/python manage.py runall
+
+test: venv
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf var/ .pytest_cache

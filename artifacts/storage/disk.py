@@ -1,0 +1,80 @@
+"""Storage in a folder on disk (embedded default). Writes are atomic: temp file, then rename."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .base import Storage, StorageError, StoredObject, sha256_file, validate_key
+
+
+class DiskStorage(Storage):
+    name = "disk"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def _atomic_write(self, key: str, writer) -> Path:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                writer(fh)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def put_bytes(self, key, data, content_type=None):
+        self._atomic_write(key, lambda fh: fh.write(data))
+        return StoredObject(key=key, uri=self.uri_for(key), bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    def put_file(self, key, path, content_type=None):
+        with open(path, "rb") as src:
+            target = self._atomic_write(key, lambda fh: shutil.copyfileobj(src, fh, 1 << 20))
+        return StoredObject(key=key, uri=self.uri_for(key), bytes=target.stat().st_size, sha256=sha256_file(target))
+
+    def get_bytes(self, key):
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(f"no object at {key}") from exc
+
+    def exists(self, key):
+        return self._path(key).is_file()
+
+    def delete(self, key):
+        self._path(key).unlink(missing_ok=True)
+
+    def list_keys(self, prefix):
+        base = self.root
+        if not base.exists():
+            return []
+        keys = []
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    continue
+                key = os.path.relpath(os.path.join(dirpath, name), base).replace(os.sep, "/")
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def uri_for(self, key):
+        return self._path(key).as_uri()
+
+    def key_for_uri(self, uri):
+        prefix = self.root.as_uri() + "/"
+        if not uri.startswith(prefix):
+            raise StorageError(f"{uri} is not inside this storage ({self.root})")
+        return validate_key(uri[len(prefix):])

@@ -1,0 +1,83 @@
+"""Fixtures shared by every test. Tests run against the real PostgreSQL and Redis named by
+DATABASE_URL and REDIS_URL (`make test` sets both); storage goes to a temporary folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+REAL_FILE = SHARED_DATA / "brightrun-72-conversations.json"
+SAMPLE_FILE = REPO_ROOT / "training" / "sample_data" / "brightrun-sample.json"
+
+
+@pytest.fixture
+def real_file() -> Path:
+    if not REAL_FILE.exists():
+        pytest.fail(f"{REAL_FILE} is missing: the shared data folder must sit beside the checkout")
+    return REAL_FILE
+
+
+@pytest.fixture
+def sample_file() -> Path:
+    return SAMPLE_FILE
+
+
+@pytest.fixture
+def storage_root(tmp_path, settings):
+    """Point the disk storage at a fresh folder for this test."""
+    try:
+        from artifacts.storage import _build
+    except Exception:  # pragma: no cover - Django not configured (gpu_worker-only runs)
+        yield tmp_path / "storage"
+        return
+    root = tmp_path / "storage"
+    settings.STORAGE_BACKEND = "disk"
+    settings.STORAGE_DISK_ROOT = str(root)
+    _build.cache_clear()
+    yield root
+    _build.cache_clear()
+
+
+@pytest.fixture
+def organization(db):
+    from accounts.services import organization_get_or_create
+
+    return organization_get_or_create(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def other_organization(db):
+    from accounts.services import organization_get_or_create
+
+    return organization_get_or_create(slug="globex", name="Globex")
+
+
+@pytest.fixture
+def make_user(db):
+    from django.contrib.auth import get_user_model
+
+    from accounts.models import Role
+    from accounts.services import membership_grant
+
+    def make(username: str, organization, role: str = Role.ENGINEER):
+        user = get_user_model().objects.create_user(username=username, password="pw-" + username)
+        membership_grant(user=user, organization=organization, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _storage_in_tmp(request):
+    """No test writes to the project's var/storage by accident."""
+    if request.config.pluginmanager.hasplugin("django"):
+        request.getfixturevalue("storage_root")

@@ -1,0 +1,62 @@
+"""DRF views of the training app: parse input, call one service, render output."""
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+
+from accounts.selectors import organization_for_user
+from training.errors import DatasetTooLarge
+from training.models import Dataset
+from training.serializers import DatasetDetailSerializer, DatasetSerializer, DatasetUploadSerializer
+from training.services.datasets import dataset_import, _too_large
+
+
+class OrganizationScopedMixin:
+    """Every queryset is filtered to the caller's organization (lists, not only objects)."""
+
+    def get_organization(self):
+        org = organization_for_user(self.request.user)
+        if org is None:
+            raise PermissionDenied("your account belongs to no organization; ask an admin to add you to one")
+        return org
+
+
+class DatasetListCreateApi(OrganizationScopedMixin, generics.ListAPIView):
+    serializer_class = DatasetSerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return Dataset.objects.filter(organization=self.get_organization()).order_by("-created_at")
+
+    @extend_schema(request=DatasetUploadSerializer, responses={201: DatasetDetailSerializer, 200: DatasetDetailSerializer})
+    def post(self, request):
+        organization = self.get_organization()
+        upload = request.FILES.get("file")
+        if upload is not None and upload.size > settings.DATASET_MAX_BYTES:
+            raise DatasetTooLarge(_too_large(upload.size, settings.DATASET_MAX_BYTES), location="file")
+        form = DatasetUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        upload = form.validated_data["file"]
+        result = dataset_import(
+            organization=organization,
+            source=upload,
+            filename=upload.name,
+            name=form.validated_data.get("name"),
+            val_fraction=form.validated_data.get("val_fraction"),
+            seed=form.validated_data.get("seed"),
+            created_by=request.user,
+            size_hint=upload.size,
+        )
+        body = DatasetDetailSerializer(result.dataset).data
+        body["created"] = result.created
+        body["message"] = result.message
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class DatasetDetailApi(OrganizationScopedMixin, generics.RetrieveAPIView):
+    serializer_class = DatasetDetailSerializer
+
+    def get_queryset(self):
+        return Dataset.objects.filter(organization=self.get_organization())

@@ -1,0 +1,3 @@
+from .datasets import Dataset, DatasetFormat
+
+__all__ = ["Dataset", "DatasetFormat"]

@@ -1,0 +1,60 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class DatasetFormat(models.TextChoices):
+    BRIGHTRUN = "brightrun-lora-v4", "Bright Run training file (brightrun-lora-v4)"
+    CHAT_JSONL = "chat-jsonl", "Chat JSONL (OpenAI messages)"
+
+
+class Dataset(models.Model):
+    """An imported training file, normalized and split by conversation.
+
+    One row per distinct content per organization (content_sha256): importing the same file
+    again returns this row.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="datasets")
+    name = models.CharField(max_length=200)
+    source_format = models.CharField(max_length=32, choices=DatasetFormat.choices)
+    source_filename = models.CharField(max_length=255, blank=True)
+    source_bytes = models.BigIntegerField()
+    content_sha256 = models.CharField(max_length=64)
+
+    conversation_count = models.PositiveIntegerField()
+    pair_count = models.PositiveIntegerField()
+    trainable_turns = models.PositiveIntegerField()
+    train_conversations = models.PositiveIntegerField()
+    val_conversations = models.PositiveIntegerField()
+    val_fraction = models.FloatField()
+    split_seed = models.IntegerField()
+    # Which conversation ids are on each side: {"train": [...], "val": [...]}
+    split = models.JSONField()
+    stats = models.JSONField()
+    consultant_profile = models.JSONField(null=True, blank=True)
+    file_metadata = models.JSONField(default=dict, blank=True)
+
+    source_key = models.CharField(max_length=500)
+    train_key = models.CharField(max_length=500)
+    val_key = models.CharField(max_length=500)
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="datasets")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "content_sha256"], name="one_dataset_per_content_per_org"),
+        ]
+        indexes = [models.Index(fields=["organization", "-created_at"], name="dataset_org_recent")]
+
+    def __str__(self):
+        return f"{self.name} ({self.conversation_count} conversations)"
+
+    @property
+    def token_method(self) -> str:
+        return (self.stats or {}).get("tokens", {}).get("method", "estimate")
