@@ -18,3 +18,14 @@ DEFAULT_GPU_TYPE = env_str("DEFAULT_GPU_TYPE", "NVIDIA H100 80GB HBM3")
 DEFAULT_BASE_MODEL = env_str("DEFAULT_BASE_MODEL", str(VAR_DIR / "models" / "tiny-llama"))
 HF_TOKEN = env_str("HF_TOKEN")
 CHECKPOINT_EVERY_STEPS = env_int("CHECKPOINT_EVERY_STEPS", 100)
+
+# Job lifecycle
+JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 4)  # launches per job, resumes included
+SPOT_FALLBACK_AFTER = env_int("SPOT_FALLBACK_AFTER", 2)  # spot interruptions before falling back to on-demand
+POD_ORPHAN_GRACE_S = env_int("POD_ORPHAN_GRACE_S", 120)  # a pod with no live job lives at most this long
+POD_SILENCE_TIMEOUT_S = env_int("POD_SILENCE_TIMEOUT_S", 600)  # no event for this long: the pod is probed
+PROVISIONING_TIMEOUT_S = env_int("PROVISIONING_TIMEOUT_S", 900)  # a pod that never reports is relaunched
+RECONCILE_INTERVAL_S = env_int("RECONCILE_INTERVAL_S", 30)
+LAUNCH_MAX_RETRIES = env_int("LAUNCH_MAX_RETRIES", 5)  # transient provider errors (no capacity, 5xx)
+# Lets jobs carry worker test hooks (fault injection). Never on in production.
+ALLOW_TEST_HOOKS = env_str("ALLOW_TEST_HOOKS", "") in {"1", "true", "yes"}

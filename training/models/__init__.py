@@ -1,3 +1,5 @@
 from .datasets import Dataset, DatasetFormat
+from .jobs import Checkpoint, CloudType, JobEvent, MetricPoint, NotificationPreference, Preset, TrainingJob
 
-__all__ = ["Dataset", "DatasetFormat"]
+__all__ = ["Checkpoint", "CloudType", "Dataset", "DatasetFormat", "JobEvent", "MetricPoint", "NotificationPreference",
+           "Preset", "TrainingJob"]
