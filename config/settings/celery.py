@@ -23,3 +23,5 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Tests may run tasks inline (no worker); the end-to-end tests use a real worker.
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# One queue name per deployment; tests give each run its own so parallel runs never share tasks.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")

@@ -1,3 +1,4 @@
+import json
 import sys
 
 from .env import VAR_DIR, env_int, env_str
@@ -6,7 +7,9 @@ from .env import VAR_DIR, env_int, env_str
 GPU_PROVIDER = env_str("GPU_PROVIDER", "local")
 POD_NAME_PREFIX = env_str("POD_NAME_PREFIX", "brightrun")
 LOCAL_PODS_DIR = env_str("LOCAL_PODS_DIR", str(VAR_DIR / "pods"))
-LOCAL_WORKER_COMMAND = [sys.executable, "-m", "gpu_worker", "run"]
+# The pod's command on the local provider (a JSON argv list); tests substitute a stand-in.
+LOCAL_WORKER_COMMAND = json.loads(env_str("LOCAL_WORKER_COMMAND", "null") or "null") or [
+    sys.executable, "-m", "gpu_worker", "run"]
 
 RUNPOD_API_KEY = env_str("RUNPOD_API_KEY")
 RUNPOD_API_BASE_URL = env_str("RUNPOD_API_BASE_URL")  # unset: RunPod's own; tests: a local fake
@@ -29,3 +32,6 @@ RECONCILE_INTERVAL_S = env_int("RECONCILE_INTERVAL_S", 30)
 LAUNCH_MAX_RETRIES = env_int("LAUNCH_MAX_RETRIES", 5)  # transient provider errors (no capacity, 5xx)
 # Lets jobs carry worker test hooks (fault injection). Never on in production.
 ALLOW_TEST_HOOKS = env_str("ALLOW_TEST_HOOKS", "") in {"1", "true", "yes"}
+LAUNCH_STALL_S = env_int("LAUNCH_STALL_S", 120)  # provisioning with no pod id this long: launch again
+POD_EXIT_SETTLE_S = env_int("POD_EXIT_SETTLE_S", 30)  # wait this long for a finished pod's last events
+POD_COMPLETED_EXIT_WAIT_S = env_int("POD_COMPLETED_EXIT_WAIT_S", 10)  # then a completed job's pod is terminated

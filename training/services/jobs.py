@@ -1,0 +1,352 @@
+"""Job lifecycle rules: create, the one transition function, cancel, stop early, retry, notes.
+
+`job_transition` (and `_move`, its body for callers that already hold the row lock) is the only
+code that assigns `TrainingJob.status`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from billing import services as billing
+from gpu_worker.contracts import JobSpec
+from gpu_worker.presets import PRESETS, ConfigError, resolve_hyperparameters
+from training import states
+from training.broadcast import broadcast_job_update
+from training.errors import DomainError
+from training.models import JobEvent, TrainingJob
+
+logger = logging.getLogger(__name__)
+
+
+BUDGET_STOP = "budget_cap"
+
+
+class JobConfigError(DomainError):
+    code = "invalid_job_config"
+
+
+class JobStateError(DomainError):
+    code = "invalid_job_state"
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class TransitionResult:
+    job: TrainingJob
+    moved: bool
+    from_status: str
+
+
+# --------------------------------------------------------------------------- create
+
+def model_max_context(base_model: str) -> int | None:
+    """The base model's context length, read from its config.json when it is a local folder
+    (no torch needed). Hub ids are checked on the pod."""
+    config = Path(base_model) / "config.json"
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    value = data.get("max_position_embeddings")
+    return int(value) if isinstance(value, int) else None
+
+
+def job_config_resolve(*, preset: str, overrides: dict[str, Any], base_model: str):
+    """The preset plus overrides, validated against the model. A preset's max_seq_len longer than
+    the model's context is shortened to fit; an explicit override that does not fit is an error."""
+    context = model_max_context(base_model)
+    overrides = dict(overrides or {})
+    if preset not in PRESETS:
+        raise JobConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}", detail={"field": "preset"})
+    if context and "max_seq_len" not in overrides and PRESETS[preset].hyperparameters.max_seq_len > context:
+        overrides["max_seq_len"] = context
+    try:
+        return resolve_hyperparameters(preset, overrides, model_max_context=context)
+    except ConfigError as exc:
+        raise JobConfigError("invalid training configuration: " + "; ".join(exc.errors),
+                             detail={"errors": exc.errors}) from exc
+
+
+@transaction.atomic
+def job_create(
+    *,
+    organization,
+    dataset,
+    created_by=None,
+    preset: str = "balanced",
+    overrides: dict[str, Any] | None = None,
+    base_model: str | None = None,
+    gpu_type: str | None = None,
+    cloud_type: str = "SECURE",
+    spot: bool = False,
+    bid_per_gpu=None,
+    provider: str | None = None,
+    client: str = "",
+    name: str = "",
+    notes: str = "",
+    parent: TrainingJob | None = None,
+    test_hooks: dict[str, Any] | None = None,
+    start: bool = True,
+) -> TrainingJob:
+    """Create a queued job and (on commit) launch it. Refused before anything is written when the
+    configuration is invalid or the budget would be broken."""
+    if dataset.organization_id != organization.pk:
+        raise JobConfigError("the dataset belongs to another organization", detail={"field": "dataset"})
+    base_model = base_model or settings.DEFAULT_BASE_MODEL
+    hp = job_config_resolve(preset=preset, overrides=overrides or {}, base_model=base_model)
+    if spot and bid_per_gpu is not None and float(bid_per_gpu) <= 0:
+        raise JobConfigError("bid_per_gpu must be > 0 for a spot pod", detail={"field": "bid_per_gpu"})
+    if test_hooks and not settings.ALLOW_TEST_HOOKS:
+        raise JobConfigError("test hooks are disabled on this server (ALLOW_TEST_HOOKS)")
+    job = TrainingJob.objects.create(
+        organization=organization,
+        dataset=dataset,
+        created_by=created_by,
+        client=client,
+        name=name or f"{dataset.name} · {preset}",
+        base_model=base_model,
+        preset=preset,
+        overrides=overrides or {},
+        hyperparameters=hp.to_dict(),
+        provider=provider or settings.GPU_PROVIDER,
+        gpu_type=gpu_type or settings.DEFAULT_GPU_TYPE,
+        cloud_type=cloud_type,
+        spot=spot,
+        bid_per_gpu=bid_per_gpu,
+        notes=notes,
+        parent=parent,
+        test_hooks=test_hooks or {},
+        stage_times={states.QUEUED: timezone.now().isoformat()},
+    )
+    billing.job_admit(job=job)  # raises BudgetExceeded → the transaction rolls back, nothing is created
+    JobEvent.objects.create(job=job, event_id="created", source=JobEvent.SOURCE_SYSTEM, type="created",
+                            to_status=states.QUEUED, message=f"created with preset {preset}",
+                            data={"overrides": overrides or {}, "parent": str(parent.pk) if parent else None})
+    if start:
+        from training import tasks
+
+        tasks.job_launch.delay_on_commit(str(job.pk))
+    return job
+
+
+# --------------------------------------------------------------------------- the one transition
+
+def _move(job: TrainingJob, to_status: str, *, reason: str = "", event_id: str | None = None,
+          data: dict[str, Any] | None = None) -> bool:
+    """Move `job` to `to_status` if the table allows it. Caller holds the row lock
+    (select_for_update inside transaction.atomic) and saves nothing else afterwards without
+    calling job.save(). Writes the audit row and schedules side effects on commit."""
+    from_status = job.status
+    if not states.can_move(from_status, to_status):
+        return False
+    now = timezone.now()
+    job.status = to_status
+    job.stage_times = {**(job.stage_times or {}), to_status: now.isoformat()}
+    if to_status in states.POD_STAGES:
+        job.stage = to_status
+    if states.is_terminal(to_status):
+        job.finished_at = now
+        job.webhook_secret = ""  # revoked: nothing the pod sends from now on is believed
+    job.save()
+    JobEvent.objects.create(
+        job=job,
+        event_id=event_id or f"transition-{secrets.token_hex(8)}",
+        source=JobEvent.SOURCE_SYSTEM,
+        type="transition",
+        attempt=job.attempt,
+        from_status=from_status,
+        to_status=to_status,
+        message=reason,
+        data=data or {},
+    )
+    job_id, org_id = str(job.pk), job.organization_id
+    transaction.on_commit(lambda: _after_move(job_id, org_id, from_status, to_status, reason))
+    return True
+
+
+def _after_move(job_id: str, organization_id, from_status: str, to_status: str, reason: str) -> None:
+    from training import tasks
+
+    broadcast_job_update(job_id, {"kind": "status", "status": to_status, "from": from_status, "reason": reason},
+                         organization_id)
+    if to_status in (states.FAILED, states.CANCELLED, states.COMPLETED):
+        # Idempotent, and a no-op when the pod already exited. A completed pod gets a moment to
+        # flush its last events and exit by itself first.
+        countdown = settings.POD_COMPLETED_EXIT_WAIT_S if to_status == states.COMPLETED else 0
+        tasks.job_terminate.apply_async((job_id,), countdown=countdown)
+        billing.job_settle(job_id=job_id)
+    if to_status == states.INTERRUPTED:
+        tasks.job_resume.delay(job_id)
+    if to_status in (states.COMPLETED, states.FAILED, states.INTERRUPTED):
+        tasks.job_notify.delay(job_id, to_status)
+    if from_status == states.INTERRUPTED and to_status == states.PROVISIONING:
+        tasks.job_notify.delay(job_id, "resumed")
+
+
+def job_transition(*, job_id, to_status: str, reason: str = "", **fields) -> TransitionResult:
+    """Lock the job, move it if the table allows, set `fields` with it. A move the table does not
+    allow (a late event, a terminal job) changes nothing and returns moved=False."""
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        from_status = job.status
+        if not states.can_move(from_status, to_status):
+            return TransitionResult(job, False, from_status)
+        for name, value in fields.items():
+            setattr(job, name, value)
+        _move(job, to_status, reason=reason)
+        return TransitionResult(job, True, from_status)
+
+
+# --------------------------------------------------------------------------- user actions
+
+def job_cancel(*, job_id, reason: str = "cancelled by the user") -> TrainingJob:
+    """Cancel now: the job is `cancelled` at once and its pod is terminated (on commit)."""
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        if job.is_terminal:
+            raise JobStateError(f"the job is already {job.status}; there is nothing to cancel")
+        job.cancel_requested = True
+        _move(job, states.CANCELLED, reason=reason)
+        return job
+
+
+def job_stop_early(*, job_id, reason: str = "stopped early by the user") -> TrainingJob:
+    """Stop at the next step boundary and keep the adapter of the last checkpoint.
+
+    The pod gets SIGTERM (it saves a checkpoint and reports `interrupted`); seeing
+    stop_requested, the event handler completes the job from that checkpoint instead of resuming.
+    """
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        if job.is_terminal:
+            raise JobStateError(f"the job is already {job.status}")
+        if job.status == states.QUEUED:
+            _move(job, states.CANCELLED, reason=reason + " before it started")
+            return job
+        job.stop_requested = True
+        job.save(update_fields=["stop_requested", "updated_at"])
+        JobEvent.objects.create(job=job, event_id=f"stop-{secrets.token_hex(8)}", source=JobEvent.SOURCE_SYSTEM,
+                                type="stop_requested", attempt=job.attempt, message=reason)
+        if job.status == states.INTERRUPTED:
+            job_stopped(job, reason)
+            return job
+    from training import tasks
+
+    tasks.job_signal_stop.delay(str(job.pk))
+    return job
+
+
+def job_stop_for_budget(*, job_id, reason: str) -> TrainingJob | None:
+    """The budget enforcer's stop: the pod stops at the next step boundary and saves a checkpoint
+    (as for stop early); the job then ends `cancelled` with the reason, and a retry with
+    resume=True continues from that checkpoint next month or after a raise."""
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        if job.is_terminal:
+            return None
+        job.error_class = BUDGET_STOP
+        job.error_message = reason
+        job.error_suggestion = ("raise the budget or wait for next month, then retry with resume: "
+                                "the retry continues from the last checkpoint")
+        if job.status in (states.QUEUED, states.INTERRUPTED):
+            job.save()
+            _move(job, states.CANCELLED, reason=reason)
+            return job
+        job.stop_requested = True
+        job.save()
+        JobEvent.objects.create(job=job, event_id=f"stop-{secrets.token_hex(8)}", source=JobEvent.SOURCE_SYSTEM,
+                                type="stop_requested", attempt=job.attempt, message=reason)
+    from training import tasks
+
+    tasks.job_signal_stop.delay(str(job.pk))
+    return job
+
+
+def job_stopped(job: TrainingJob, reason: str) -> None:
+    """The pod of a job with stop_requested has stopped (caller holds the lock): a budget stop
+    ends cancelled; a user's stop early completes with the last checkpoint's adapter."""
+    if job.error_class == BUDGET_STOP:
+        _move(job, states.CANCELLED, reason=job.error_message or reason)
+    else:
+        _finish_from_checkpoint(job, reason)
+
+
+def _finish_from_checkpoint(job: TrainingJob, reason: str) -> None:
+    """Caller holds the lock. Complete with the last checkpoint's adapter, or cancel when none exists."""
+    checkpoint = job.checkpoints.filter(complete=True).order_by("-step").first()
+    if checkpoint is None:
+        _move(job, states.CANCELLED, reason=reason + "; no checkpoint existed yet, so there is no adapter to keep")
+        return
+    job.adapter_uri = checkpoint.uri.rstrip("/") + "/adapter"
+    job.result = {**(job.result or {}), "stopped_early": True, "checkpoint_step": checkpoint.step,
+                  "adapter_uri": job.adapter_uri}
+    _move(job, states.COMPLETED, reason=f"{reason}; adapter kept from the checkpoint at step {checkpoint.step}")
+
+
+def job_retry(*, job_id, created_by=None, apply_fix: bool = False, resume: bool = False) -> TrainingJob:
+    """A new job linked to `job_id` with the same configuration, optionally with the suggested
+    fix applied; `resume` starts it from the old job's last checkpoint (after a budget stop)."""
+    old = TrainingJob.objects.select_related("dataset", "organization").get(pk=job_id)
+    if not old.is_terminal:
+        raise JobStateError(f"the job is still {old.status}; cancel it before retrying")
+    overrides = dict(old.overrides or {})
+    if apply_fix:
+        if not old.error_fix:
+            raise JobStateError("this job has no suggested fix to apply; retry without it")
+        overrides.update(old.error_fix)
+    job = job_create(
+        organization=old.organization, dataset=old.dataset, created_by=created_by or old.created_by,
+        preset=old.preset, overrides=overrides, base_model=old.base_model, gpu_type=old.gpu_type,
+        cloud_type=old.cloud_type, spot=old.spot, bid_per_gpu=old.bid_per_gpu, provider=old.provider,
+        client=old.client, name=f"{old.name} (retry)", parent=old, test_hooks=old.test_hooks, start=False,
+    )
+    if resume:
+        checkpoint = old.checkpoints.filter(complete=True).order_by("-step").first()
+        if checkpoint is not None:
+            TrainingJob.objects.filter(pk=job.pk).update(resume_from=checkpoint.uri)
+    from training import tasks
+
+    transaction.on_commit(lambda: tasks.job_launch.delay(str(job.pk)))
+    return job
+
+
+def job_notes_set(*, job_id, notes: str) -> TrainingJob:
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job.notes = notes
+        job.save(update_fields=["notes", "updated_at"])
+        return job
+
+
+# --------------------------------------------------------------------------- the pod's spec
+
+def job_spec_build(job: TrainingJob) -> JobSpec:
+    from gpu_worker.contracts import Hyperparameters
+
+    from artifacts.storage import get_storage
+
+    storage = get_storage()
+    return JobSpec(
+        job_id=str(job.pk),
+        attempt=job.attempt,
+        base_model=job.base_model,
+        train_uri=storage.uri_for(job.dataset.train_key),
+        val_uri=storage.uri_for(job.dataset.val_key),
+        output_uri=storage.uri_for(f"jobs/{job.organization_id}/{job.pk}"),
+        hyperparameters=Hyperparameters.from_dict(job.hyperparameters),
+        callback_url=f"{settings.PUBLIC_BASE_URL}/api/v1/pod-events/",
+        webhook_secret=job.webhook_secret,
+        hf_token=settings.HF_TOKEN,
+        resume_from=job.resume_from or None,
+        checkpoint_every=settings.CHECKPOINT_EVERY_STEPS,
+        test_hooks=dict(job.test_hooks or {}),
+    )

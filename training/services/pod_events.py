@@ -1,0 +1,173 @@
+"""Applying pod events: each is stored once (unique per job and event id) and applied under the
+job's row lock by one handler per event type. A late or repeated event never moves a job
+backwards, and events for a finished job change nothing."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone as dt_timezone
+from typing import Any, Callable
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from billing import services as billing
+from gpu_worker import contracts
+from gpu_worker.contracts import PodEvent
+from training import states
+from training.broadcast import broadcast_job_update
+from training.models import Checkpoint, JobEvent, MetricPoint, TrainingJob
+from training.services.jobs import _move, job_stopped
+
+logger = logging.getLogger(__name__)
+
+METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "epoch", "gpu_memory_mb", "eta_s", "total_steps")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    stored: bool      # False: a duplicate (already stored), nothing done
+    applied: bool     # False: stored for the record but changed nothing (stale attempt, finished job)
+    status: str
+
+
+def _pod_time(event: PodEvent) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(event.timestamp, tz=dt_timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------ one handler per event type
+# Each receives the locked job and the event and may change the job (saved by the caller).
+
+def _on_stage_changed(job: TrainingJob, event: PodEvent, live: list) -> None:
+    stage = event.data.get("stage")
+    if stage in states.POD_STAGES:
+        if _move(job, stage, reason=f"pod reports {stage}", event_id=f"{event.event_id}:move"):
+            live.append({"kind": "stage", "stage": stage})
+
+
+def _on_metrics(job: TrainingJob, event: PodEvent, live: list) -> None:
+    values = {k: event.data[k] for k in METRIC_KEYS if k in event.data}
+    points = event.data.get("points")  # a pod may batch several steps in one event
+    rows = [(event.step, values)] if points is None else [(int(p["step"]), {k: p[k] for k in METRIC_KEYS if k in p})
+                                                           for p in points]
+    MetricPoint.objects.bulk_create(
+        [MetricPoint(job=job, step=step, attempt=event.attempt, values=vals) for step, vals in rows],
+        update_conflicts=True, unique_fields=["job", "step"], update_fields=["values", "attempt"],
+    )
+    step, vals = max(rows, key=lambda r: r[0])
+    if step >= job.current_step:  # progress never goes backwards
+        job.current_step = step
+        job.total_steps = int(vals.get("total_steps") or event.data.get("total_steps") or job.total_steps)
+        job.epoch = float(vals.get("epoch") or job.epoch)
+        job.last_loss = vals.get("loss", job.last_loss)
+        job.tokens_per_s = vals.get("tokens_per_s", job.tokens_per_s)
+        job.eta_s = vals.get("eta_s", job.eta_s)
+    live.append({"kind": "metrics", "points": [{"step": s, **v} for s, v in rows]})
+
+
+def _on_checkpoint_saved(job: TrainingJob, event: PodEvent, live: list) -> None:
+    step = int(event.data.get("step", event.step))
+    Checkpoint.objects.update_or_create(
+        job=job, step=step,
+        defaults={"uri": event.data.get("uri", ""), "bytes": int(event.data.get("bytes") or 0), "complete": True,
+                  "attempt": event.attempt, "epoch": event.data.get("epoch")},
+    )
+    live.append({"kind": "checkpoint", "step": step, "uri": event.data.get("uri", "")})
+
+
+def _on_log(job: TrainingJob, event: PodEvent, live: list) -> None:
+    live.append({"kind": "log", "level": event.data.get("level", "info"), "message": event.data.get("message", "")})
+
+
+def _on_completed(job: TrainingJob, event: PodEvent, live: list) -> None:
+    job.result = dict(event.data)
+    artifacts = event.data.get("artifacts") or {}
+    job.adapter_uri = event.data.get("adapter_uri") or artifacts.get("adapter_uri") or artifacts.get("adapter") or ""
+    if job.total_steps:
+        job.current_step = max(job.current_step, job.total_steps)
+    _move(job, states.COMPLETED, reason="the pod finished", event_id=f"{event.event_id}:move")
+
+
+def _on_failed(job: TrainingJob, event: PodEvent, live: list) -> None:
+    data = event.data
+    job.error_class = str(data.get("error_class", "unknown"))[:60]
+    job.error_message = str(data.get("message", ""))
+    job.error_suggestion = str(data.get("suggestion", ""))
+    job.error_fix = data.get("fix") or {}
+    job.error_traceback = str(data.get("traceback_tail", ""))[-5000:]
+    _move(job, states.FAILED, reason=f"{job.error_class}: {job.error_message}"[:500], event_id=f"{event.event_id}:move")
+
+
+def _on_interrupted(job: TrainingJob, event: PodEvent, live: list) -> None:
+    checkpoint_uri = event.data.get("checkpoint_uri")
+    if checkpoint_uri:
+        step = int(event.data.get("checkpoint_step") or 0)
+        Checkpoint.objects.update_or_create(job=job, step=step, defaults={"uri": checkpoint_uri, "complete": True,
+                                                                          "attempt": event.attempt})
+    if job.stop_requested:
+        job_stopped(job, "stopped at the user's request")
+        return
+    interruption_record(job, checkpoint_uri=checkpoint_uri, step=event.step, reason="the pod was interrupted (SIGTERM)")
+
+
+def _on_heartbeat(job: TrainingJob, event: PodEvent, live: list) -> None:
+    pass
+
+
+HANDLERS: dict[str, Callable[[TrainingJob, PodEvent, list], None]] = {
+    contracts.EVENT_STAGE_CHANGED: _on_stage_changed,
+    contracts.EVENT_METRICS: _on_metrics,
+    contracts.EVENT_CHECKPOINT_SAVED: _on_checkpoint_saved,
+    contracts.EVENT_LOG: _on_log,
+    contracts.EVENT_COMPLETED: _on_completed,
+    contracts.EVENT_FAILED: _on_failed,
+    contracts.EVENT_INTERRUPTED: _on_interrupted,
+    contracts.EVENT_HEARTBEAT: _on_heartbeat,
+}
+
+
+def interruption_record(job: TrainingJob, *, checkpoint_uri: str | None, step: int, reason: str) -> bool:
+    """Move to `interrupted` with resume_from set to the last complete checkpoint (caller holds
+    the lock). The steps lost (done since that checkpoint) are counted when the job resumes."""
+    if not checkpoint_uri:
+        last = job.checkpoints.filter(complete=True).order_by("-step").first()
+        checkpoint_uri = last.uri if last else ""
+    job.resume_from = checkpoint_uri or ""
+    job.interruptions += 1
+    return _move(job, states.INTERRUPTED, reason=reason, data={"checkpoint_uri": checkpoint_uri, "step": step})
+
+
+def pod_event_ingest(*, job_id, event: PodEvent) -> IngestResult:
+    """Store `event` once and apply it. Safe to call with the same event any number of times,
+    concurrently, in any order."""
+    live: list[dict[str, Any]] = []
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        try:
+            with transaction.atomic():
+                JobEvent.objects.create(
+                    job=job, event_id=event.event_id, source=JobEvent.SOURCE_POD, type=event.type,
+                    attempt=event.attempt, seq=event.seq, step=event.step, data=event.data,
+                    pod_timestamp=event.timestamp, message=str(event.data.get("message", ""))[:2000],
+                )
+        except IntegrityError:
+            return IngestResult(stored=False, applied=False, status=job.status)
+        # Only the current attempt's pod speaks for the job; a finished job hears nobody.
+        if job.is_terminal or event.attempt != job.attempt:
+            return IngestResult(stored=True, applied=False, status=job.status)
+        HANDLERS[event.type](job, event, live)
+        job.last_event_at = timezone.now()
+        job.save()
+        billing.job_cost_update(job=job)
+        status = job.status
+        job_pk, org_id = str(job.pk), job.organization_id
+        progress = {"kind": "progress", "status": status, "step": job.current_step, "total_steps": job.total_steps,
+                    "loss": job.last_loss, "eta_s": job.eta_s}
+    for payload in live:
+        transaction.on_commit(lambda p=payload: broadcast_job_update(job_pk, p, org_id))
+    if any(p["kind"] == "metrics" for p in live):
+        transaction.on_commit(lambda: broadcast_job_update(job_pk, progress, org_id))
+    return IngestResult(stored=True, applied=True, status=status)

@@ -1,0 +1,95 @@
+"""Thin Celery tasks: ids in, call a service. Tasks touching pods are idempotent and ack late
+(settings); only errors that can pass on their own are retried, with backoff and a limit."""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+
+from training.providers import ProviderError
+from training.services import pods
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, max_retries=None)
+def job_launch(self, job_id: str):
+    try:
+        outcome = pods.job_launch(job_id=job_id)
+    except ProviderError as exc:
+        if exc.transient and self.request.retries < settings.LAUNCH_MAX_RETRIES:
+            delay = min(300, 5 * 2 ** self.request.retries)
+            logger.warning("launch of %s failed (%s); retry %d in %d s", job_id, exc, self.request.retries + 1, delay)
+            raise self.retry(exc=exc, countdown=delay)
+        pods.job_launch_failed(job_id=job_id, error=exc)
+        return "failed"
+    return outcome.action
+
+
+@shared_task(bind=True, max_retries=30)
+def job_terminate(self, job_id: str):
+    try:
+        pods.job_pod_terminate(job_id=job_id)
+    except pods.PodStillAlive as exc:
+        raise self.retry(exc=exc, countdown=min(60, 2 * 2 ** min(self.request.retries, 5)))
+    except ProviderError as exc:
+        if not exc.transient:
+            raise
+        raise self.retry(exc=exc, countdown=min(60, 2 * 2 ** min(self.request.retries, 5)))
+
+
+@shared_task(bind=True, max_retries=30)
+def pod_terminate(self, provider_name: str, pod_id: str):
+    from training.providers import get_provider
+
+    try:
+        if not get_provider(provider_name).terminate(pod_id):
+            raise pods.PodStillAlive(pod_id)
+    except (pods.PodStillAlive, ProviderError) as exc:
+        raise self.retry(exc=exc, countdown=min(60, 2 * 2 ** min(self.request.retries, 5)))
+
+
+@shared_task
+def job_signal_stop(job_id: str):
+    pods.job_signal_stop(job_id=job_id)
+
+
+@shared_task(bind=True, max_retries=None)
+def job_resume(self, job_id: str):
+    try:
+        pods.job_resume(job_id=job_id)
+    except ProviderError as exc:
+        if exc.transient and self.request.retries < settings.LAUNCH_MAX_RETRIES:
+            raise self.retry(exc=exc, countdown=min(300, 5 * 2 ** self.request.retries))
+        pods.job_launch_failed(job_id=job_id, error=exc)
+
+
+@shared_task
+def pods_reconcile():
+    """Beat, every RECONCILE_INTERVAL_S. A Redis lock keeps two schedulers from overlapping;
+    overlapping would be harmless anyway (every action is idempotent), only wasteful."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    lock = client.lock("brightrun:reconcile", timeout=max(60, settings.RECONCILE_INTERVAL_S * 2), blocking=False)
+    if not lock.acquire(blocking=False):
+        return "skipped: another reconcile is running"
+    try:
+        report = pods.pods_reconcile()
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            pass
+    return report.__dict__
+
+
+@shared_task(bind=True, max_retries=5)
+def job_notify(self, job_id: str, kind: str):
+    from training.notifications import notify_job
+
+    try:
+        return notify_job(job_id=job_id, kind=kind)
+    except Exception as exc:  # noqa: BLE001 - e-mail and Slack outages pass; retry a few times
+        raise self.retry(exc=exc, countdown=30 * 2 ** self.request.retries)

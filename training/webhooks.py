@@ -1,0 +1,71 @@
+"""POST /api/v1/pod-events/: signed events from pods (Standard Webhooks).
+
+Verify first, parse second: the job is found from the `webhook-id` header
+(`evt_<job uuid>_<attempt>_<seq>`), its secret checks the signature over the raw body, and only
+then is the body parsed. 400 malformed, 401 bad signature, 200 for accepted and for duplicates
+(the pod stops retrying either way), 404 unknown job, 410 for a finished job whose secret is revoked.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from gpu_worker import signing
+from gpu_worker.contracts import PodEvent
+from training.models import TrainingJob
+from training.services.pod_events import pod_event_ingest
+
+logger = logging.getLogger(__name__)
+
+EVENT_ID = re.compile(r"^evt_(?P<job>[0-9a-fA-F-]{36})_(?P<attempt>\d+)_(?P<seq>\d+)$")
+MAX_BODY_BYTES = 256 * 1024
+
+
+def _error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message, "detail": None}}, status=status)
+
+
+@csrf_exempt
+@require_POST
+def pod_events(request):
+    body = request.body
+    if len(body) > MAX_BODY_BYTES:
+        return _error(413, "too_large", f"event body over {MAX_BODY_BYTES} bytes")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        msg_id, _ts, _sigs = signing.parse_headers(headers)
+    except signing.MalformedSignature as exc:
+        return _error(400, "malformed", str(exc))
+    match = EVENT_ID.match(msg_id)
+    if not match:
+        return _error(400, "malformed", "webhook-id must be evt_<job id>_<attempt>_<seq>")
+    try:
+        job_id = uuid.UUID(match["job"])
+    except ValueError:
+        return _error(400, "malformed", "webhook-id names no valid job id")
+    secret = TrainingJob.objects.filter(pk=job_id).values_list("webhook_secret", flat=True).first()
+    if secret is None:
+        return _error(404, "unknown_job", "no such job")
+    if not secret:
+        # The job is finished and its secret revoked; tell the pod to stop sending.
+        return _error(410, "job_finished", "the job is finished; events are no longer accepted")
+    try:
+        signing.verify(secret, headers, body)
+    except signing.SignatureError as exc:
+        logger.warning("rejected pod event %s: %s", msg_id, exc)
+        return _error(401, "bad_signature", str(exc))
+    try:
+        event = PodEvent.from_dict(json.loads(body))
+    except (ValueError, TypeError) as exc:
+        return _error(400, "malformed", f"invalid event body: {exc}")
+    if event.job_id != str(job_id) or event.event_id != msg_id:
+        return _error(400, "malformed", "the body's job_id and event_id must match the webhook-id header")
+    result = pod_event_ingest(job_id=job_id, event=event)
+    return JsonResponse({"stored": result.stored, "applied": result.applied, "duplicate": not result.stored,
+                         "status": result.status}, status=200)
