@@ -99,10 +99,12 @@ def job_launch(*, job_id) -> LaunchOutcome:
         job.pod_id = pod.pod_id
         job.launched_at = job.launched_at or timezone.now()
         job.save(update_fields=["pod_id", "launched_at", "updated_at"])
-        JobEvent.objects.create(job=job, event_id=f"pod-{request.name}", source=JobEvent.SOURCE_SYSTEM,
-                                type="pod_adopted" if existing else "pod_launched", attempt=job.attempt,
-                                message=f"pod {pod.pod_id} ({request.gpu_type_id}, {'spot' if request.spot else 'on-demand'})",
-                                data={"pod_id": pod.pod_id, "pod_name": request.name, "cost_per_hr": pod.cost_per_hr})
+        JobEvent.objects.get_or_create(
+            job=job, event_id=f"pod-{request.name}",
+            defaults={"source": JobEvent.SOURCE_SYSTEM, "type": "pod_adopted" if existing else "pod_launched",
+                      "attempt": job.attempt,
+                      "message": f"pod {pod.pod_id} ({request.gpu_type_id}, {'spot' if request.spot else 'on-demand'})",
+                      "data": {"pod_id": pod.pod_id, "pod_name": request.name, "cost_per_hr": pod.cost_per_hr}})
     return LaunchOutcome("adopted" if existing else "launched", pod.pod_id, request.name)
 
 
@@ -229,6 +231,13 @@ def pods_reconcile(*, now=None) -> ReconcileReport:
                     report.orphans_terminated.append(pod.name)
 
         for job in jobs:
+            if job.status == states.QUEUED and _since(job, states.QUEUED, now_dt) > settings.LAUNCH_STALL_S:
+                # Its launch task was lost (a worker died before acknowledging it): send another.
+                from training import tasks
+
+                tasks.job_launch.delay(str(job.pk))
+                report.jobs_relaunched.append(str(job.pk))
+                continue
             if job.status not in states.POD_STATES:
                 continue
             pod = pods_by_name.get(job.pod_name)
@@ -236,14 +245,11 @@ def pods_reconcile(*, now=None) -> ReconcileReport:
                 if pod is not None:
                     _adopt(job.pk, pod)
                     report.pods_adopted.append(pod.name)
-                else:
-                    entered = job.stage_times.get(states.PROVISIONING)
-                    since = (now_dt - _parse(entered)).total_seconds() if entered else float("inf")
-                    if since > settings.LAUNCH_STALL_S:
-                        from training import tasks
+                elif _since(job, states.PROVISIONING, now_dt) > settings.LAUNCH_STALL_S:
+                    from training import tasks
 
-                        tasks.job_launch.delay(str(job.pk))  # a launch that died: try again (idempotent)
-                        report.jobs_relaunched.append(str(job.pk))
+                    tasks.job_launch.delay(str(job.pk))  # a launch that died: try again (idempotent)
+                    report.jobs_relaunched.append(str(job.pk))
                 continue
             info = pod if pod is not None else provider.status(job.pod_id)
             if info is None or info.state in (POD_EXITED, POD_TERMINATED):
@@ -266,10 +272,12 @@ def _silence_limit(job: TrainingJob) -> float:
     return settings.PROVISIONING_TIMEOUT_S if job.status == states.PROVISIONING else settings.POD_SILENCE_TIMEOUT_S
 
 
-def _parse(iso: str):
+def _since(job: TrainingJob, state: str, now_dt) -> float:
+    """Seconds since the job last entered `state` (infinite when unknown)."""
     from datetime import datetime
 
-    return datetime.fromisoformat(iso)
+    entered = (job.stage_times or {}).get(state)
+    return (now_dt - datetime.fromisoformat(entered)).total_seconds() if entered else float("inf")
 
 
 def _adopt(job_id, pod) -> None:

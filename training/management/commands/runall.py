@@ -33,15 +33,24 @@ def process_commands(host: str, port: int, concurrency: int) -> dict[str, list[s
 
 
 class Supervisor:
-    def __init__(self, commands: dict[str, list[str]], log=print):
+    def __init__(self, commands: dict[str, list[str]], log=print, log_dir=None):
         self.commands = commands
         self.children: dict[str, subprocess.Popen] = {}
         self.log = log
+        self.log_dir = log_dir  # None: the children write to this terminal
 
     def start(self):
         for name, argv in self.commands.items():
-            self.children[name] = subprocess.Popen(argv, start_new_session=True)
-            self.log(f"started {name} (pid {self.children[name].pid})")
+            output = None
+            where = ""
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                path = self.log_dir / f"{name}.log"
+                output = open(path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+                where = f", log {path}"
+            self.children[name] = subprocess.Popen(argv, start_new_session=True, stdout=output,
+                                                   stderr=subprocess.STDOUT if output else None)
+            self.log(f"started {name} (pid {self.children[name].pid}{where})")
 
     def first_exited(self) -> str | None:
         for name, proc in self.children.items():

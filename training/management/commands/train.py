@@ -88,12 +88,14 @@ class Command(BaseCommand):
             return
         self.wait(job, opts["timeout"])
 
-    def wait(self, job: TrainingJob, timeout: float | None) -> TrainingJob:
+    def wait(self, job: TrainingJob, timeout: float | None, on_poll=None) -> TrainingJob:
         started = time.monotonic()
         interactive = sys.stdout.isatty()
         last = ""
         while True:
             job.refresh_from_db()
+            if on_poll:
+                on_poll(job)
             line = progress_line(job, job_cost_text(job))
             if line != last:
                 self.stdout.write(("\r" + line) if interactive else line, ending="" if interactive else "\n")
