@@ -77,7 +77,11 @@ def api_client():
 
 
 @pytest.fixture(autouse=True)
-def _storage_in_tmp(request):
-    """No test writes to the project's var/storage by accident."""
+def _isolated_from_var(request, tmp_path):
+    """No test reads or writes the project's var/ folder: storage goes to a temporary folder and
+    no tokenizer or model from an earlier `make demo` changes what a test sees."""
     if request.config.pluginmanager.hasplugin("django"):
         request.getfixturevalue("storage_root")
+        settings = request.getfixturevalue("settings")
+        settings.TOKENIZER_PATH = None
+        settings.DEFAULT_BASE_MODEL = str(tmp_path / "no-default-model")

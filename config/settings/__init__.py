@@ -9,3 +9,4 @@ from .storage import *  # noqa: F401,F403
 from .gpu import *  # noqa: F401,F403
 from .notifications import *  # noqa: F401,F403
 from .api import *  # noqa: F401,F403
+from .billing import *  # noqa: F401,F403

@@ -81,7 +81,9 @@ def test_reimport_with_other_split_keeps_and_says_so(organization, real_file):
     assert "is kept" in again.message
 
 
-def test_stats(organization, real_file):
+def test_stats(organization, real_file, settings, tmp_path):
+    settings.TOKENIZER_PATH = None
+    settings.DEFAULT_BASE_MODEL = str(tmp_path / "no-model-here")
     stats = _import(organization, real_file).dataset.stats
     assert stats["turns_per_conversation"]["min"] == 4
     assert stats["turns_per_conversation"]["max"] == 10

@@ -26,9 +26,6 @@ SKIP_CLIENT_TURN = "client turn: target_response is null (not a training target)
 SKIP_EMPTY_TARGET = "target_response is empty"
 SKIP_WEIGHT_ZERO = "assistant message with weight 0 (context only)"
 
-# A JSON document nested deeper than this is refused before Python's recursion limit is reached.
-MAX_NESTING = 64
-
 
 @dataclass
 class NormalizedDataset:
@@ -58,10 +55,9 @@ def decode_text(raw: bytes) -> str:
         ) from exc
 
 
-def _check_depth(text: str, where: str) -> bool:
-    """Refuse JSON nested deeper than MAX_NESTING (cheap pre-scan, so a hostile `[[[[...` cannot
-    blow the parser's recursion limit). Return True when the text ends inside a string or with
-    brackets still open, i.e. it looks cut off."""
+def _ends_cut_off(text: str) -> bool:
+    """True when the text ends inside a string or with brackets still open: it looks truncated.
+    Only called after a parse error, so its pure-Python scan never slows a good import."""
     depth = 0
     in_string = False
     escaped = False
@@ -77,19 +73,25 @@ def _check_depth(text: str, where: str) -> bool:
             in_string = True
         elif ch in "[{":
             depth += 1
-            if depth > MAX_NESTING:
-                raise DatasetImportError(
-                    f"JSON is nested more than {MAX_NESTING} levels deep; this is not a training file",
-                    location=where,
-                    code="too_deep",
-                )
         elif ch in "]}":
             depth -= 1
     return in_string or depth > 0
 
 
-def _json_error(exc: json.JSONDecodeError, text: str, cut_off: bool, where_prefix: str = "") -> DatasetImportError:
-    truncated = cut_off or exc.pos >= len(text.rstrip())
+def _too_deep(where: str) -> DatasetImportError:
+    return DatasetImportError("JSON is nested too deeply to be a training file", location=where, code="too_deep")
+
+
+def _loads(text: str, where: str):
+    """json.loads that turns the C parser's RecursionError on hostile nesting into a located error."""
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise _too_deep(where) from exc
+
+
+def _json_error(exc: json.JSONDecodeError, text: str, where_prefix: str = "") -> DatasetImportError:
+    truncated = exc.pos >= len(text.rstrip()) or _ends_cut_off(text)
     place = f"{where_prefix}line {exc.lineno} column {exc.colno}"
     if truncated:
         return DatasetImportError(
@@ -115,20 +117,16 @@ def parse(raw: bytes) -> NormalizedDataset:
     # A one-line first record with "messages" means JSONL even if the whole file is one line.
     looks_jsonl = False
     try:
-        _check_depth(first_line, "line 1")
-        first = json.loads(first_line)
+        first = _loads(first_line, "line 1")
         looks_jsonl = isinstance(first, dict) and "messages" in first
     except json.JSONDecodeError:
         pass
     if looks_jsonl:
         return normalize_chat_jsonl(text)
-    cut_off = _check_depth(text, "document")
     try:
-        data = json.loads(text)
+        data = _loads(text, "document")
     except json.JSONDecodeError as exc:
-        raise _json_error(exc, text, cut_off) from exc
-    except RecursionError as exc:  # pragma: no cover - guarded by _check_depth
-        raise DatasetImportError("JSON is nested too deeply", code="too_deep") from exc
+        raise _json_error(exc, text) from exc
     if not isinstance(data, dict):
         raise DatasetImportError("the top level must be a JSON object", location="$", code="unknown_format")
     return normalize_brightrun(data)
@@ -370,12 +368,11 @@ def normalize_chat_jsonl(text: str) -> NormalizedDataset:
         if not line.strip():
             continue
         where = f"line {lineno}"
-        cut_off = _check_depth(line, where)
         try:
-            record = json.loads(line)
+            record = _loads(line, where)
         except json.JSONDecodeError as exc:
             is_last = all(not rest.strip() for rest in lines[lineno:])
-            if is_last and (cut_off or exc.pos >= len(line.rstrip())):
+            if is_last and (exc.pos >= len(line.rstrip()) or _ends_cut_off(line)):
                 raise DatasetImportError(f"the last line ends unexpectedly ({exc.msg}); the file looks truncated",
                                          location=where, code="truncated") from exc
             raise DatasetImportError(f"invalid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object",

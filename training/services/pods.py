@@ -99,6 +99,14 @@ def job_launch(*, job_id) -> LaunchOutcome:
         job.pod_id = pod.pod_id
         job.launched_at = job.launched_at or timezone.now()
         job.save(update_fields=["pod_id", "launched_at", "updated_at"])
+        if pod.cost_per_hr is not None:
+            # Billing meters each attempt at the rate of the pod actually rented, read from the
+            # transition that opened the attempt.
+            opened = (JobEvent.objects.filter(job=job, type="transition", to_status=states.PROVISIONING,
+                                              attempt=job.attempt).order_by("-created_at", "-id").first())
+            if opened is not None:
+                opened.data = {**(opened.data or {}), "cost_per_hr": pod.cost_per_hr}
+                opened.save(update_fields=["data"])
         JobEvent.objects.get_or_create(
             job=job, event_id=f"pod-{request.name}",
             defaults={"source": JobEvent.SOURCE_SYSTEM, "type": "pod_adopted" if existing else "pod_launched",

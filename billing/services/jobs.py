@@ -1,0 +1,162 @@
+"""The three hooks the jobs services call, and what they do to a job's JobCost row.
+
+- `job_admit(job=)`: inside the transaction that creates the job. Estimates it, reserves the high
+  end against every hard-capped budget it falls under (under the budgets' row locks), stores the
+  estimate. Raises BudgetExceeded (a DomainError) to refuse: the caller's transaction then rolls
+  back and no job exists.
+- `job_cost_update(job=)`: after every pod event, with the job row locked. Meters the job's cost to
+  now and pushes it to the job's websocket group on commit.
+- `job_settle(job_id=)`: on commit after a terminal state. Final metering, releases the
+  reservation (the month now counts the actual cost), sets actual duration and cost beside the
+  estimate and, for a completed job, records its measured throughput and recalibrates.
+"""
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing import tables
+from billing.errors import EstimateError
+from billing.models import JobCost, ThroughputSample
+from billing.services.budgets import budget_admit, budgets_for, reservation_for
+from billing.services.calibration import calibration_recompute
+from billing.services.estimates import _quantization, config_from_job, estimate
+from billing.services.metering import broadcast_cost, meter, month_of
+from training import states
+
+logger = logging.getLogger(__name__)
+
+
+def _estimate_fields(est) -> dict:
+    return {
+        "estimate": est.to_dict(),
+        "est_duration_low_s": est.duration_s.low, "est_duration_s": est.duration_s.point,
+        "est_duration_high_s": est.duration_s.high,
+        "est_cost_low": est.cost.low, "est_cost": est.cost.point, "est_cost_high": est.cost.high,
+    }
+
+
+def job_cost_create(*, job, now=None) -> JobCost:
+    """A JobCost for a job that was never admitted through `job_admit` (created before billing
+    existed): best-effort estimate, no budget check, reservation = high estimate."""
+    now = now or timezone.now()
+    fields = {"organization_id": job.organization_id, "client": job.client or "", "created_by_id": job.created_by_id,
+              "month": month_of(job.created_at or now)}
+    try:
+        est = estimate(config_from_job(job))
+        fields.update(_estimate_fields(est))
+        if not job.is_terminal:
+            fields["reserved"] = reservation_for(est)
+    except (EstimateError, ValueError) as exc:
+        fields["estimate"] = {"error": str(exc)}
+    cost, _ = JobCost.objects.get_or_create(job=job, defaults=fields)
+    return cost
+
+
+def job_admit(*, job) -> None:
+    """Called inside the transaction that creates `job` (the caller holds it). Raises
+    BudgetExceeded to refuse the start; nothing is then created."""
+    now = timezone.now()
+    month = month_of(job.created_at or now)
+    config = None
+    try:
+        config = config_from_job(job)
+        est = estimate(config)
+    except (EstimateError, ValueError) as exc:
+        # Without an estimate a hard cap cannot be guaranteed: refuse only where one applies.
+        if budgets_for(organization_id=job.organization_id, client=job.client).filter(hard_cap=True).exists():
+            raise EstimateError(f"cannot check this run against the budget: {exc}",
+                                detail=getattr(exc, "detail", None), code=getattr(exc, "code", "estimate_error")) from exc
+        JobCost.objects.create(job=job, organization_id=job.organization_id, client=job.client or "",
+                               created_by_id=job.created_by_id, month=month, estimate={"error": str(exc)})
+        return
+    reservation = budget_admit(job=job, est=est, config=config, month=month, now=now)
+    JobCost.objects.create(job=job, organization_id=job.organization_id, client=job.client or "",
+                           created_by_id=job.created_by_id, month=month, reserved=reservation,
+                           **_estimate_fields(est))
+
+
+def job_cost_update(*, job) -> None:
+    """Called with the job row locked after every pod event was applied."""
+    now = timezone.now()
+    cost = JobCost.objects.select_for_update().filter(job_id=job.pk).first()
+    if cost is None:
+        job_cost_create(job=job, now=now)
+        cost = JobCost.objects.select_for_update().get(job_id=job.pk)
+    if cost.settled_at is not None:
+        return
+    meter(job, cost, now)
+    cost.save()
+    broadcast_cost(cost)
+
+
+def job_settle(*, job_id) -> None:
+    """Called on commit after a job reached a terminal state: true up its reservation and cost.
+    Idempotent: a second call finds it settled and does nothing."""
+    from training.models import TrainingJob  # noqa: PLC0415
+
+    now = timezone.now()
+    with transaction.atomic():
+        job = TrainingJob.objects.select_related("dataset").filter(pk=job_id).first()
+        if job is None or not states.is_terminal(job.status):
+            return
+        cost = JobCost.objects.select_for_update().filter(job_id=job_id).first()
+        if cost is None:
+            job_cost_create(job=job, now=now)
+            cost = JobCost.objects.select_for_update().get(job_id=job_id)
+        if cost.settled_at is not None:
+            return
+        meter(job, cost, job.finished_at or now)
+        cost.reserved = Decimal("0")
+        cost.rate_per_hour = Decimal("0")
+        cost.settled_at = now
+        cost.final_status = job.status
+        cost.actual_duration_s = cost.billable_s
+        cost.actual_cost = cost.cost
+        cost.save()
+        broadcast_cost(cost)
+        if job.status == states.COMPLETED:
+            throughput_sample_record(job=job, cost=cost)
+
+
+def _measured_tokens_per_s(job) -> float | None:
+    result = job.result or {}
+    value = result.get("tokens_per_s") or job.tokens_per_s
+    if value:
+        return float(value)
+    tokens, seconds = result.get("train_tokens"), result.get("train_seconds")
+    return float(tokens) / float(seconds) if tokens and seconds else None
+
+
+def throughput_sample_record(*, job, cost: JobCost) -> ThroughputSample | None:
+    """Store what a completed job measured beside the uncalibrated table's prediction, then
+    recalibrate its key. Jobs without a measured throughput leave no sample."""
+    measured = _measured_tokens_per_s(job)
+    if not measured or measured <= 0:
+        return None
+    try:
+        config = config_from_job(job)
+        table = estimate(config, calibrated=False)
+    except (EstimateError, ValueError):
+        return None
+    params_b, _ = tables.model_params_b(job.base_model)
+    quant = _quantization(config)
+    result = job.result or {}
+    train_tokens = result.get("train_tokens") or table.training_tokens
+    train_seconds = result.get("train_seconds") or (train_tokens / measured)
+    # The overhead of a run with interruptions includes redone work: only clean runs teach it.
+    overhead = max(0.0, cost.billable_s - float(train_seconds)) if not job.interruptions else 0.0
+    sample, _ = ThroughputSample.objects.update_or_create(
+        job=job,
+        defaults={
+            "gpu_type": job.gpu_type, "size_class": tables.size_class(params_b), "quantization": quant,
+            "model_params_b": params_b, "max_seq_len": int(config.hyperparameters.max_seq_len),
+            "tokens_per_s": measured, "table_tokens_per_s": table.breakdown["table_tokens_per_s"],
+            "overhead_s": overhead, "table_overhead_s": table.breakdown["table_overhead_s"] if overhead else 0.0,
+        },
+    )
+    calibration_recompute(gpu_type=sample.gpu_type, size_class=sample.size_class, quantization=sample.quantization)
+    return sample

@@ -1,0 +1,189 @@
+"""Live cost: per-second metering of every pod a job rented.
+
+A job is billable while it is in a pod state (provisioning … evaluating): from the moment a launch
+moved it to `provisioning` until the move out of the pod states (interrupted, completed, failed,
+cancelled). Each such stretch is one segment with the rate of the pod rented for it, so the time
+after an interruption until the pod was seen gone, and the setup of every resumed attempt, are
+billed, and a later fall-back from spot to on-demand re-prices only the new attempt.
+
+The stretches come from the job's audit rows (JobEvent with `to_status`), in the control plane's
+clock; the end of a stretch closed by a pod's own event uses the pod's timestamp when it is earlier
+(a retried, late delivery does not bill the delay). A job without audit rows is metered from
+`launched_at` to `finished_at` (or now).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import math
+from datetime import datetime, timezone as dt_timezone
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing.errors import EstimateError
+from billing.models import JobCost
+from billing.money import cents, cost_exact, to_decimal
+from billing.services.catalog import gpu_rate, gpu_type_get
+from training import states
+
+logger = logging.getLogger(__name__)
+
+
+def month_of(moment: datetime) -> "datetime.date":
+    moment = timezone.localtime(moment, dt_timezone.utc) if timezone.is_aware(moment) else moment
+    return moment.date().replace(day=1)
+
+
+def billable_intervals(job, now: datetime) -> list[dict]:
+    """[(start, end, attempt, open)] of the job's billable stretches, oldest first."""
+    transitions = list(job.events.exclude(to_status="").order_by("created_at", "id")
+                       .values("created_at", "to_status", "attempt", "pod_timestamp", "source", "data"))
+    intervals: list[dict] = []
+    if not transitions:
+        if job.launched_at is None:
+            return []
+        running = job.status in states.POD_STATES
+        end = now if running else (job.finished_at or job.launched_at)
+        return [{"start": job.launched_at, "end": max(job.launched_at, end), "attempt": job.attempt, "open": running,
+                 "cost_per_hr": None}]
+    current = None
+    for ev in transitions:
+        when = ev["created_at"]
+        if ev["to_status"] in states.POD_STATES:
+            if current is None:
+                data = ev["data"] or {}
+                current = {"start": when, "attempt": ev["attempt"] or job.attempt, "open": True,
+                           "cost_per_hr": data.get("cost_per_hr")}
+            continue
+        if current is not None:
+            end = when
+            if ev["pod_timestamp"]:
+                pod_end = datetime.fromtimestamp(ev["pod_timestamp"], tz=dt_timezone.utc)
+                end = min(when, max(current["start"], pod_end))
+            current.update(end=end, open=False)
+            intervals.append(current)
+            current = None
+    if current is not None:
+        if job.status in states.POD_STATES:
+            current.update(end=max(current["start"], now), open=True)
+        else:  # the closing move was not audited: the job's own end time, else now
+            current.update(end=max(current["start"], job.finished_at or now), open=False)
+        intervals.append(current)
+    return intervals
+
+
+def _current_rate(job) -> tuple[Decimal, dict]:
+    try:
+        rate = gpu_rate(gpu=gpu_type_get(job.gpu_type), gpu_id=job.gpu_type, cloud_type=job.cloud_type,
+                        spot=job.spot, bid_per_gpu=job.bid_per_gpu, provider=job.provider)
+        per_hour = rate.per_hour
+    except EstimateError:
+        # Never bill nothing silently: the metering goes on at 0 and says why in the log.
+        logger.error("job %s: GPU type %r has no price; its pod is metered at $0/h until one is set",
+                     job.pk, job.gpu_type)
+        per_hour = Decimal("0")
+    return per_hour, {"gpu_type": job.gpu_type, "cloud_type": job.cloud_type, "spot": job.spot}
+
+
+def meter(job, cost: JobCost, now: datetime) -> JobCost:
+    """Recompute `cost` (segments, seconds, total, current rate) for `job` up to `now`.
+    Caller holds the JobCost row lock; nothing is saved here."""
+    intervals = billable_intervals(job, now)
+    old = list(cost.segments or [])
+    segments = []
+    total = Decimal("0")
+    seconds = 0
+    open_rate = Decimal("0")
+    for i, interval in enumerate(intervals):
+        previous = old[i] if i < len(old) else None
+        if previous is not None and previous.get("start") == interval["start"].isoformat():
+            rate = to_decimal(previous["rate_per_hour"])
+            what = {k: previous.get(k) for k in ("gpu_type", "cloud_type", "spot")}
+        elif interval.get("cost_per_hr") not in (None, ""):
+            rate = to_decimal(interval["cost_per_hr"])
+            what = {"gpu_type": job.gpu_type, "cloud_type": job.cloud_type, "spot": job.spot}
+        else:
+            rate, what = _current_rate(job)
+        secs = max(0, math.ceil((interval["end"] - interval["start"]).total_seconds()))
+        exact = cost_exact(secs, rate)
+        total += exact
+        seconds += secs
+        if interval["open"]:
+            open_rate = rate
+        segments.append({"attempt": interval["attempt"], "start": interval["start"].isoformat(),
+                         "end": interval["end"].isoformat(), "open": interval["open"], "seconds": secs,
+                         "rate_per_hour": str(rate), "cost": str(exact), **what})
+    cost.segments = segments
+    cost.billable_s = seconds
+    # One rounding per job: reports add these cents, so totals equal the sum of their parts.
+    new_cost = cents(total)
+    # Never move a live cost backwards (a stale reader must not undo a newer reading).
+    cost.cost = max(new_cost, cost.cost) if cost.settled_at is None and open_rate else new_cost
+    cost.rate_per_hour = open_rate
+    cost.metered_at = now
+    return cost
+
+
+def job_cost_meter(*, job_id, now: datetime | None = None) -> JobCost | None:
+    """Meter one job in its own transaction (the beat task's path). Locks only the JobCost row."""
+    from training.models import TrainingJob  # noqa: PLC0415
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        cost = JobCost.objects.select_for_update().filter(job_id=job_id).first()
+        job = TrainingJob.objects.select_related("dataset").filter(pk=job_id).first()
+        if job is None:
+            return None
+        if cost is None:
+            from billing.services.jobs import job_cost_create  # noqa: PLC0415
+
+            cost = job_cost_create(job=job, now=now)
+            cost = JobCost.objects.select_for_update().get(pk=cost.pk)
+        if cost.settled_at is not None:
+            return cost
+        meter(job, cost, now)
+        cost.save()
+        broadcast_cost(cost)
+    return cost
+
+
+def cost_payload(cost: JobCost) -> dict:
+    return {
+        "kind": "cost",
+        "cost": {
+            "spent": str(cost.cost),
+            "rate_per_hour": str(cost.rate_per_hour),
+            "billable_s": cost.billable_s,
+            "estimate": {"low": str(cost.est_cost_low), "point": str(cost.est_cost), "high": str(cost.est_cost_high)},
+            "reserved": str(cost.reserved),
+            "metered_at": cost.metered_at.isoformat() if cost.metered_at else None,
+            "settled": cost.settled_at is not None,
+        }
+    }
+
+
+def _broadcaster():
+    """training.broadcast.broadcast_job_update(job_id, payload, organization_id), looked up at call
+    time so billing works with or without the websocket layer."""
+    if importlib.util.find_spec("training.broadcast") is None:
+        return None
+    return getattr(importlib.import_module("training.broadcast"), "broadcast_job_update", None)
+
+
+def broadcast_cost(cost: JobCost) -> None:
+    """Push the job's cost to its websocket group after the transaction commits."""
+    send = _broadcaster()
+    if send is None:
+        return
+    job_id, organization_id, payload = str(cost.job_id), cost.organization_id, cost_payload(cost)
+
+    def push():
+        try:
+            send(job_id, payload, organization_id)
+        except Exception:  # noqa: BLE001 - a lost websocket push must never fail metering
+            logger.exception("could not push the cost of job %s", job_id)
+
+    transaction.on_commit(push)

@@ -1,0 +1,74 @@
+"""Rows for the billing tests: a dataset imported from the sample file, jobs created directly (the
+jobs services are another app's), and audit rows that move a job the way job_transition records it."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone as dt_timezone
+
+from django.db import transaction
+
+from billing.services import job_admit
+from gpu_worker.presets import resolve_hyperparameters
+from training.models import JobEvent, TrainingJob
+
+H100 = "NVIDIA H100 80GB HBM3"
+A100 = "NVIDIA A100-SXM4-80GB"
+LLAMA_70B = "meta-llama/Meta-Llama-3-70B-Instruct"
+LLAMA_8B = "meta-llama/Meta-Llama-3-8B-Instruct"
+T0 = datetime(2026, 3, 10, 12, 0, 0, tzinfo=dt_timezone.utc)
+
+
+def sample_dataset(organization, sample_file):
+    from training.services.datasets import dataset_import
+
+    return dataset_import(organization=organization, source=sample_file.read_bytes(),
+                          filename="brightrun-sample.json").dataset
+
+
+def job_fields(organization, dataset, **kw):
+    overrides = kw.pop("overrides", {})
+    preset = kw.pop("preset", "balanced")
+    fields = {
+        "organization": organization, "dataset": dataset, "base_model": LLAMA_70B, "preset": preset,
+        "overrides": overrides, "hyperparameters": resolve_hyperparameters(preset, overrides).to_dict(),
+        "provider": "runpod", "gpu_type": H100, "cloud_type": "SECURE", "spot": False,
+    }
+    fields.update(kw)
+    return fields
+
+
+def make_job(organization, dataset, **kw) -> TrainingJob:
+    return TrainingJob.objects.create(**job_fields(organization, dataset, **kw))
+
+
+def create_and_admit(organization, dataset, **kw) -> TrainingJob:
+    """What the jobs service does: create the row and call job_admit in one transaction."""
+    with transaction.atomic():
+        job = make_job(organization, dataset, **kw)
+        job_admit(job=job)
+    return job
+
+
+_seq = {"n": 0}
+
+
+def move(job: TrainingJob, to_status: str, at: datetime, *, attempt: int = 1, pod_timestamp: float | None = None,
+         data: dict | None = None) -> JobEvent:
+    """Record a transition the way the jobs services do (audit row + status), at time `at`."""
+    _seq["n"] += 1
+    job.refresh_from_db()
+    event = JobEvent.objects.create(job=job, event_id=f"t-{_seq['n']}", source=JobEvent.SOURCE_SYSTEM,
+                                    type="transition", attempt=attempt, from_status=job.status, to_status=to_status,
+                                    pod_timestamp=pod_timestamp, data=data or {})
+    JobEvent.objects.filter(pk=event.pk).update(created_at=at)
+    updates = {"status": to_status, "attempt": attempt}
+    if to_status == "provisioning" and job.launched_at is None:
+        updates["launched_at"] = at
+    if to_status in ("completed", "failed", "cancelled"):
+        updates["finished_at"] = at
+    TrainingJob.objects.filter(pk=job.pk).update(**updates)
+    job.refresh_from_db()
+    return job
+
+
+def after(seconds: float, start: datetime = T0) -> datetime:
+    return start + timedelta(seconds=seconds)
