@@ -6,7 +6,8 @@ from __future__ import annotations
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
@@ -53,7 +54,7 @@ class EstimateApi(OrganizationScopedMixin, APIView):
     """The estimate for a configuration, without creating a job (the new-job form calls it as
     its fields change)."""
 
-    @extend_schema(request=EstimateRequestSerializer, responses={200: dict})
+    @extend_schema(request=EstimateRequestSerializer, responses={200: OpenApiTypes.OBJECT})
     def post(self, request):
         organization = self.get_organization()
         form = EstimateRequestSerializer(data=request.data)
@@ -109,6 +110,7 @@ class BudgetDetailApi(OrganizationScopedMixin, APIView):
         form.is_valid(raise_exception=True)
         return Response(BudgetSerializer(budget_update(budget=budget, **form.validated_data)).data)
 
+    @extend_schema(responses={204: None})
     def delete(self, request, pk):
         budget = self.get_budget(pk)
         self.require_budget_writer(budget.organization)
@@ -119,6 +121,8 @@ class BudgetDetailApi(OrganizationScopedMixin, APIView):
 class BudgetStatusApi(OrganizationScopedMixin, APIView):
     """Spent, reserved, remaining and forecast of one month, its alerts, and the chart series."""
 
+    @extend_schema(parameters=[OpenApiParameter("month", str, description="YYYY-MM (default: this month)")],
+                   responses={200: OpenApiTypes.OBJECT})
     def get(self, request, pk):
         budget = get_object_or_404(Budget, pk=pk, organization=self.get_organization())
         month = selectors.parse_month(request.query_params.get("month"))
@@ -128,6 +132,9 @@ class BudgetStatusApi(OrganizationScopedMixin, APIView):
 class SpendApi(OrganizationScopedMixin, APIView):
     """?by=month|job|user|client (default job) &month=YYYY-MM (default this month)."""
 
+    @extend_schema(parameters=[OpenApiParameter("by", str, enum=["month", "job", "user", "client"]),
+                               OpenApiParameter("month", str, description="YYYY-MM (default: this month)")],
+                   responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         organization = self.get_organization()
         by = request.query_params.get("by", "job")
@@ -149,6 +156,8 @@ class SpendApi(OrganizationScopedMixin, APIView):
 
 
 class SpendExportApi(OrganizationScopedMixin, APIView):
+    @extend_schema(parameters=[OpenApiParameter("month", str, description="YYYY-MM (default: this month)")],
+                   responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request):
         organization = self.get_organization()
         month = selectors.parse_month(request.query_params.get("month"))
@@ -178,5 +187,6 @@ class JobCostApi(OrganizationScopedMixin, APIView):
 
 
 class EstimateAccuracyApi(OrganizationScopedMixin, APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         return Response(selectors.estimate_accuracy(organization=self.get_organization()))

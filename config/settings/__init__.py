@@ -10,3 +10,4 @@ from .gpu import *  # noqa: F401,F403
 from .notifications import *  # noqa: F401,F403
 from .api import *  # noqa: F401,F403
 from .billing import *  # noqa: F401,F403
+from .security import *  # noqa: F401,F403
