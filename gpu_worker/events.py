@@ -1,0 +1,202 @@
+"""Signed, numbered events from the pod, sent from a bounded background queue.
+
+Training never waits on the network: `emit` appends the event to the local events.jsonl and
+hands it to a queue drained by one thread that POSTs it (Standard Webhooks signature with the
+job's secret) with retries and exponential backoff. When the queue is full, queued `metrics`
+events are dropped first (the newest metrics supersede them); stage, checkpoint, log and
+terminal events are never dropped. `close(deadline_s)` flushes what it can before the deadline.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import signing
+from .contracts import EVENT_HEARTBEAT, EVENT_METRICS, EVENT_TYPES, JobSpec, PodEvent
+
+log = logging.getLogger(__name__)
+
+DROPPABLE = frozenset({EVENT_METRICS, EVENT_HEARTBEAT})
+
+
+def event_id_for(job_id: str, attempt: int, seq: int) -> str:
+    """Deterministic per (job, attempt, seq): a resent event keeps its id, so the receiver dedups it."""
+    return f"evt_{job_id}_{attempt}_{seq}"
+
+
+class EventSender:
+    def __init__(
+        self,
+        spec: JobSpec,
+        work_dir: Path,
+        *,
+        max_queue: int = 256,
+        request_timeout_s: float = 10.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        heartbeat_interval_s: float | None = None,
+    ):
+        self.job_id = spec.job_id
+        self.attempt = spec.attempt
+        self.callback_url = spec.callback_url
+        self.secret = spec.webhook_secret
+        self.max_queue = max_queue
+        self.request_timeout_s = request_timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.path = Path(work_dir) / "events.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._queue: collections.deque[PodEvent] = collections.deque()
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._closing = False
+        self._deadline: float | None = None
+        self._in_flight: PodEvent | None = None
+        self.dropped = 0
+        self.delivered = 0
+        self.last_delivery_at: float | None = None
+        self.last_emit_at = time.time()
+        self._session = None
+        self._thread: threading.Thread | None = None
+        if self.callback_url:
+            self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
+            self._thread.start()
+
+    # ------------------------------------------------------------------ producer side
+    def emit(self, type: str, data: dict[str, Any] | None = None, *, step: int = 0) -> PodEvent:
+        if type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {type!r}")
+        with self._cond:
+            self._seq += 1
+            event = PodEvent(
+                event_id=event_id_for(self.job_id, self.attempt, self._seq),
+                job_id=self.job_id,
+                attempt=self.attempt,
+                seq=self._seq,
+                type=type,
+                timestamp=time.time(),
+                step=int(step),
+                data=dict(data or {}),
+            )
+            self._file.write(event.to_json().decode() + "\n")
+            self._file.flush()
+            self.last_emit_at = event.timestamp
+            if self.callback_url and not self._closing:
+                self._enqueue(event)
+                self._cond.notify_all()
+        return event
+
+    def _enqueue(self, event: PodEvent) -> None:
+        # Caller holds self._cond.
+        if len(self._queue) >= self.max_queue:
+            victim = next((e for e in self._queue if e.type in DROPPABLE), None)
+            if victim is not None:
+                self._queue.remove(victim)
+                self.dropped += 1
+            elif event.type in DROPPABLE:
+                self.dropped += 1
+                return
+            # Otherwise the queue grows past its bound: important events are never dropped.
+        self._queue.append(event)
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue) + (1 if self._in_flight is not None else 0)
+
+    def close(self, deadline_s: float = 10.0) -> bool:
+        """Flush until the queue is empty or `deadline_s` passes. True when everything was delivered."""
+        with self._cond:
+            self._closing = True
+            self._deadline = time.monotonic() + deadline_s
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=deadline_s + self.request_timeout_s + 1)
+        self._file.close()
+        return self.pending() == 0
+
+    # ------------------------------------------------------------------ sender thread
+    def _post(self, event: PodEvent) -> str:
+        """One delivery attempt: 'ok', 'retry' or 'drop' (rejected for good)."""
+        import requests
+
+        if self._session is None:
+            self._session = requests.Session()
+        body = event.to_json()
+        headers = signing.sign_headers(self.secret, event.event_id, body)
+        headers["content-type"] = "application/json"
+        timeout = self.request_timeout_s
+        if self._deadline is not None:
+            timeout = max(0.1, min(timeout, self._deadline - time.monotonic()))
+        try:
+            resp = self._session.post(self.callback_url, data=body, headers=headers, timeout=timeout)
+        except requests.RequestException as exc:
+            log.debug("event %s not delivered: %s", event.event_id, exc)
+            return "retry"
+        if 200 <= resp.status_code < 300 or resp.status_code == 409:  # 409: already stored
+            return "ok"
+        if resp.status_code in (408, 425, 429) or resp.status_code >= 500:
+            return "retry"
+        log.warning("event %s rejected with HTTP %s; not retrying", event.event_id, resp.status_code)
+        return "drop"
+
+    def _run(self) -> None:
+        backoff = self.backoff_initial_s
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if self._closing:
+                        return
+                    wait = None
+                    if self.heartbeat_interval_s:
+                        wait = max(0.0, self.last_emit_at + self.heartbeat_interval_s - time.time())
+                        if wait == 0.0:
+                            break
+                    self._cond.wait(timeout=wait)
+                if not self._queue:
+                    # Idle past the heartbeat interval: say we are alive.
+                    self._cond.release()
+                    try:
+                        self.emit(EVENT_HEARTBEAT, {})
+                    finally:
+                        self._cond.acquire()
+                    continue
+                if self._closing and self._deadline is not None and time.monotonic() > self._deadline:
+                    return
+                event = self._queue.popleft()
+                self._in_flight = event
+            outcome = self._post(event)
+            with self._cond:
+                self._in_flight = None
+                if outcome == "retry":
+                    if event.type in DROPPABLE and any(e.type == event.type for e in self._queue):
+                        # A newer metrics event is waiting; this one is superseded.
+                        self.dropped += 1
+                    else:
+                        self._queue.appendleft(event)
+                    delay = backoff
+                    if self._deadline is not None:
+                        delay = min(delay, max(0.0, self._deadline - time.monotonic()))
+                        if delay <= 0:
+                            return
+                    self._cond.wait(timeout=delay)
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                else:
+                    if outcome == "ok":
+                        self.delivered += 1
+                        self.last_delivery_at = time.time()
+                    backoff = self.backoff_initial_s
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The events a run wrote to its local events.jsonl, in order."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,343 @@
+"""`python -m gpu_worker run`: one attempt of one job, stage by stage, every step reported.
+
+Stages: preprocessing -> model_loading -> training -> finalizing -> evaluating, then `completed`.
+A SIGTERM (spot interruption) stops at the next step boundary, saves a checkpoint, sends
+`interrupted` and exits EXIT_INTERRUPTED. Any error is classified (failures.classify) and sent
+as `failed` with a suggested fix; the exit code is EXIT_FAILED.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import storage
+from .contracts import (
+    EVENT_COMPLETED,
+    EVENT_FAILED,
+    EVENT_INTERRUPTED,
+    EVENT_LOG,
+    EVENT_STAGE_CHANGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    JobSpec,
+)
+from .events import EventSender
+from .failures import (
+    ControlPlaneUnreachable,
+    DatasetUnreachable,
+    MaxRuntimeExceeded,
+    classify,
+)
+from .presets import validate_hyperparameters
+from .trainer import StopFlag
+
+log = logging.getLogger("gpu_worker")
+
+TEST_HOOKS_ENV = "BRIGHTRUN_ALLOW_TEST_HOOKS"
+WORK_DIR_ENV = "BRIGHTRUN_WORK_DIR"
+TEST_HOOK_NAMES = ("oom_at_step", "nan_at_step", "sigterm_at_step", "sleep_per_step_s", "disk_full_at_stage")
+
+
+class Interrupted(Exception):
+    """Stop requested (SIGTERM); state is saved and the job can resume."""
+
+
+def default_work_dir(spec: JobSpec) -> Path:
+    root = os.environ.get(WORK_DIR_ENV) or os.path.join(tempfile.gettempdir(), "brightrun-worker")
+    return Path(root) / f"{spec.job_id}-{spec.attempt}"
+
+
+class JobRun:
+    def __init__(self, spec: JobSpec, work_dir: Path | None = None):
+        self.spec = spec
+        self.hp = spec.hyperparameters
+        self.work_dir = Path(work_dir) if work_dir else default_work_dir(spec)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.hooks = dict(spec.test_hooks) if os.environ.get(TEST_HOOKS_ENV) == "1" else {}
+        self.stop = StopFlag()
+        self.started = time.time()
+        self.trainer = None
+        self.stage: str | None = None
+        heartbeat = min(30.0, spec.heartbeat_timeout_s / 3) if spec.heartbeat_timeout_s else 60.0
+        self.events = EventSender(spec, self.work_dir, heartbeat_interval_s=heartbeat)
+
+    # ------------------------------------------------------------------ plumbing
+    def emit(self, type: str, data: dict[str, Any] | None = None, *, step: int | None = None):
+        if step is None:
+            step = self.trainer.global_step if self.trainer else 0
+        return self.events.emit(type, data, step=step)
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        self.emit(EVENT_LOG, {"level": "warning", "message": message, "stage": self.stage})
+
+    def enter(self, stage: str) -> None:
+        self.check_stop()
+        self.stage = stage
+        log.info("stage %s", stage)
+        self.emit(EVENT_STAGE_CHANGED, {"stage": stage})
+        if self.hooks.get("disk_full_at_stage") == stage:
+            raise OSError(errno.ENOSPC, f"No space left on device (test hook disk_full_at_stage={stage})")
+
+    def check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Interrupted(self.stop.reason)
+
+    def _watch_control_plane(self) -> None:
+        # Self-protection: a pod that cannot reach the control plane for heartbeat_timeout_s
+        # stops (after a checkpoint) rather than burning GPU time nobody can see.
+        timeout = self.spec.heartbeat_timeout_s
+        while not self._done.wait(min(5.0, timeout / 4)):
+            last = self.events.last_delivery_at or self.started
+            if time.time() - last > timeout:
+                self.stop.set("control_plane_unreachable")
+                return
+
+    def _install_stops(self) -> list:
+        cleanups = []
+        if threading.current_thread() is threading.main_thread():
+            previous = {}
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, lambda signum, frame: self.stop.set("sigterm"))
+            cleanups.append(lambda: [signal.signal(s, h) for s, h in previous.items()])
+        self._done = threading.Event()
+        cleanups.append(self._done.set)
+        if self.spec.max_runtime_s:
+            timer = threading.Timer(self.spec.max_runtime_s, self.stop.set, args=("max_runtime",))
+            timer.daemon = True
+            timer.start()
+            cleanups.append(timer.cancel)
+        if self.spec.heartbeat_timeout_s and self.spec.callback_url:
+            threading.Thread(target=self._watch_control_plane, daemon=True).start()
+        return cleanups
+
+    # ------------------------------------------------------------------ stages
+    def run(self) -> int:
+        cleanups = self._install_stops()
+        try:
+            return self._run()
+        finally:
+            for c in reversed(cleanups):
+                c()
+
+    def _run(self) -> int:
+        try:
+            validate_hyperparameters(self.hp)
+            summary = self._stages()
+        except Interrupted:
+            return self._stopped()
+        except BaseException as exc:  # noqa: BLE001 - every error is reported, then the pod exits
+            step = None
+            if self.trainer is not None:
+                # During training the failing step is the one in progress, not the last completed.
+                step = self.trainer.global_step + (1 if self.stage == "training" else 0)
+            info = classify(exc, self.hp, step=step)
+            log.error("failed (%s): %s", info.error_class, info.message)
+            data = info.to_dict()
+            data["stage"] = self.stage
+            if self.trainer and self.trainer.last_checkpoint:
+                data["checkpoint_step"], data["checkpoint_uri"] = self.trainer.last_checkpoint
+            self.emit(EVENT_FAILED, data)
+            self._finish(deadline_s=10)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return EXIT_FAILED
+        self.emit(EVENT_COMPLETED, summary)
+        self._finish(deadline_s=15)
+        return EXIT_OK
+
+    def _stopped(self) -> int:
+        reason = self.stop.reason or "sigterm"
+        checkpoint = None
+        if self.trainer is not None:
+            try:
+                checkpoint = self.trainer.ensure_checkpoint()
+            except Exception as exc:  # noqa: BLE001 - report the interruption anyway
+                log.error("could not save a checkpoint on stop: %s", exc)
+                checkpoint = self.trainer.last_checkpoint
+        if checkpoint is None and self.spec.resume_from:
+            checkpoint = (None, self.spec.resume_from)
+        data = {
+            "reason": reason,
+            "stage": self.stage,
+            "checkpoint_step": checkpoint[0] if checkpoint else None,
+            "checkpoint_uri": checkpoint[1] if checkpoint else None,
+            "step": self.trainer.global_step if self.trainer else 0,
+        }
+        if reason in ("max_runtime", "control_plane_unreachable"):
+            exc = (MaxRuntimeExceeded(f"stopped after max_runtime_s={self.spec.max_runtime_s} s")
+                   if reason == "max_runtime" else
+                   ControlPlaneUnreachable(f"no event delivered for {self.spec.heartbeat_timeout_s} s"))
+            info = classify(exc, self.hp, step=data["step"])
+            self.emit(EVENT_FAILED, {**info.to_dict(), **data})
+            # Unreachable control plane: nothing will get through, do not wait long for it.
+            self._finish(deadline_s=1 if reason == "control_plane_unreachable" else 3)
+            return EXIT_FAILED
+        self.emit(EVENT_INTERRUPTED, data)
+        # RunPod allows about 5 s between SIGTERM and SIGKILL.
+        self._finish(deadline_s=2)
+        return EXIT_INTERRUPTED
+
+    def _finish(self, deadline_s: float) -> None:
+        self.events.close(deadline_s=deadline_s)
+        try:  # the local event log next to the artifacts helps debugging; best effort
+            storage.upload(self.events.path, storage.join(self.spec.output_uri, f"events-attempt-{self.spec.attempt}.jsonl"))
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _fetch_split(self, uri: str, name: str) -> list[dict[str, Any]]:
+        from .data import read_jsonl
+
+        try:
+            path = storage.download(uri, self.work_dir / "data" / f"{name}.jsonl")
+        except storage.StorageError as exc:
+            raise DatasetUnreachable(f"the {name} split could not be read: {exc}") from exc
+        return read_jsonl(path)
+
+    def _stages(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+        import torch
+
+        from . import checkpoints, evaluate, modeling
+        from .data import PackedDataset, tokenize_all
+        from .trainer import Trainer
+
+        spec, hp = self.spec, self.hp
+
+        # ---------------------------------------------------------------- preprocessing
+        self.enter("preprocessing")
+        t0 = time.time()
+        source, _ = modeling.resolve_model_source(spec.base_model)
+        plan = modeling.current_plan(spec.quantization)  # fails early: no CUDA for nf4
+        context = modeling.model_max_context(source, spec.hf_token)
+        validate_hyperparameters(hp, context)
+        tokenizer = modeling.load_tokenizer(source, spec.hf_token)
+        train_rows = self._fetch_split(spec.train_uri, "train")
+        train_convs, report = tokenize_all(tokenizer, train_rows, hp.max_seq_len, warn=self.warn)
+        if not train_convs:
+            from .presets import ConfigError
+
+            raise ConfigError("the training split has no assistant message marked train: nothing to learn")
+        data = PackedDataset.build(
+            train_convs, max_seq_len=hp.max_seq_len, micro_batch_size=hp.micro_batch_size,
+            gradient_accumulation_steps=hp.gradient_accumulation_steps, shuffle_seed=hp.seed,
+        )
+        val_batches = []
+        if spec.val_uri:
+            val_convs, _ = tokenize_all(tokenizer, self._fetch_split(spec.val_uri, "val"), hp.max_seq_len,
+                                        warn=self.warn)
+            if val_convs:
+                val_data = PackedDataset.build(val_convs, max_seq_len=hp.max_seq_len,
+                                               micro_batch_size=hp.micro_batch_size,
+                                               gradient_accumulation_steps=1, shuffle_seed=0)
+                val_batches = val_data.all_micro_batches()
+        preprocessing = {
+            "conversations": report.conversations, "used": report.used,
+            "skipped_without_target": report.skipped_no_target, "truncated": len(report.truncated),
+            "tokens_per_epoch": report.tokens, "loss_tokens_per_epoch": report.loss_tokens,
+            "packed_rows": len(data.rows), "steps_per_epoch": data.steps_per_epoch,
+            "seconds": round(time.time() - t0, 2),
+        }
+        self.emit(EVENT_LOG, {"level": "info", "message": "preprocessing done", "stage": self.stage,
+                              **preprocessing})
+
+        # ---------------------------------------------------------------- model_loading
+        self.enter("model_loading")
+        random.seed(hp.seed)
+        np.random.seed(hp.seed % 2**32)
+        torch.manual_seed(hp.seed)
+        model = modeling.load_base_model(source, plan, spec.hf_token)
+        model = modeling.add_lora(model, hp, plan)
+        device = torch.device(plan.device)
+        if plan.device == "cpu":
+            model.to(device)
+        optimizer = modeling.make_optimizer(model, hp, plan)
+        trainer = Trainer(
+            model=model, optimizer=None, scheduler=None, data=data, hp=hp, device=device,
+            emit=lambda t, d, step: self.events.emit(t, d, step=step), stop=self.stop,
+            work_dir=self.work_dir, output_uri=spec.output_uri, checkpoint_every=spec.checkpoint_every,
+            keep_checkpoints=spec.keep_checkpoints, hooks=self.hooks, job_id=spec.job_id, attempt=spec.attempt,
+        )
+        trainer.optimizer = optimizer
+        trainer.scheduler = modeling.make_scheduler(optimizer, hp, trainer.total_steps)
+        rng = None
+        if spec.resume_from:
+            try:
+                local = checkpoints.fetch(spec.resume_from, self.work_dir / "resume")
+            except storage.StorageError as exc:
+                raise DatasetUnreachable(f"the checkpoint to resume from could not be read: {exc}") from exc
+            state, rng = checkpoints.load_into(local, model=model, optimizer=optimizer, scheduler=trainer.scheduler)
+            for w in trainer.restore(state, spec.resume_from):
+                self.warn(w)
+        self.trainer = trainer
+
+        # ---------------------------------------------------------------- training
+        self.enter("training")
+        if rng is not None:
+            checkpoints.restore_rng(rng)  # last, so nothing between here and step k+1 draws from it
+        train_started = time.time()
+        if trainer.train() == "stopped":
+            raise Interrupted(self.stop.reason)
+        train_seconds = time.time() - train_started
+
+        # ---------------------------------------------------------------- finalizing
+        self.enter("finalizing")
+        adapter_dir = self.work_dir / "adapter"
+        model.save_pretrained(adapter_dir, safe_serialization=True)
+        tokenizer.save_pretrained(adapter_dir)
+        adapter_uri = storage.join(spec.output_uri, "adapter")
+        storage.upload_dir(adapter_dir, adapter_uri, last="adapter_model.safetensors")
+        metrics_path = self.work_dir / "metrics.json"
+        metrics_path.write_text(json.dumps({"steps": trainer.history, "preprocessing": preprocessing}, indent=1))
+        metrics_uri = storage.join(spec.output_uri, "metrics.json")
+        storage.upload(metrics_path, metrics_uri)
+
+        # ---------------------------------------------------------------- evaluating
+        self.enter("evaluating")
+        if val_batches:
+            ev = evaluate.base_and_adapted(model, val_batches, device)
+        else:
+            self.warn("no validation split: perplexity was not measured")
+            ev = {"base_perplexity": None, "adapted_perplexity": None, "relative_change": None, "tokens": 0}
+        eval_path = self.work_dir / "eval.json"
+        eval_path.write_text(json.dumps(ev, indent=1))
+        eval_uri = storage.join(spec.output_uri, "eval.json")
+        storage.upload(eval_path, eval_uri)
+        self.check_stop()
+
+        last = trainer.history[-1] if trainer.history else {}
+        return {
+            "final_metrics": {k: last.get(k) for k in ("step", "total_steps", "epoch", "loss", "learning_rate", "grad_norm")},
+            "eval": ev,
+            "artifacts": {
+                "adapter_uri": adapter_uri,
+                "adapter_files": sorted(p.name for p in adapter_dir.iterdir()),
+                "tokenizer_included": True,
+                "metrics_uri": metrics_uri,
+                "eval_uri": eval_uri,
+                "checkpoint_uri": trainer.last_checkpoint[1] if trainer.last_checkpoint else None,
+            },
+            "train_tokens": trainer.train_tokens,
+            "tokens_per_s": round(trainer.train_tokens / trainer.train_seconds, 1) if trainer.train_seconds else None,
+            "train_seconds": round(train_seconds, 2),
+            "duration_s": round(time.time() - self.started, 2),
+            "resumed_from": spec.resume_from,
+            "preprocessing": preprocessing,
+            "device": plan.device,
+            "quantized_4bit": plan.quantize_4bit,
+        }
+
+
+def run_job(spec: JobSpec, work_dir: Path | None = None) -> int:
+    return JobRun(spec, work_dir).run()
