@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/brightrun
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: venv demo test test-fast run bench lint clean stop
+.PHONY: venv demo test test-fast run bench lint clean stop browser
 
 venv: $(STAMP)
 
@@ -24,7 +24,13 @@ demo: venv
 run: venv
 	$(BIN)/python manage.py runall
 
-test: venv
+# The dashboard's browser test drives Debian's Chromium; install it when missing (root, apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: the browser test will skip"; }
+
+test: venv browser
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv

@@ -8,13 +8,20 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
+
+# A websocket's Origin must be one of our hosts (ALLOWED_HOSTS, as AllowedHostsOriginValidator
+# checks) or a configured frontend origin (FRONTEND_ORIGINS, which CORS allows for HTTP).
+_allowed_origins = list(settings.ALLOWED_HOSTS) + list(settings.CORS_ALLOWED_ORIGINS)
+if settings.DEBUG and not settings.ALLOWED_HOSTS:
+    _allowed_origins += [".localhost", "127.0.0.1", "[::1]"]
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), _allowed_origins),
     }
 )

@@ -1,2 +1,4 @@
-"""Websocket routes. The apps add theirs as they land (jobs: /ws/jobs/...)."""
-websocket_urlpatterns: list = []
+"""Websocket routes. The apps add theirs as they land."""
+from training.routing import websocket_urlpatterns as training_websockets
+
+websocket_urlpatterns: list = [*training_websockets]

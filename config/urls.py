@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.contrib.staticfiles.views import serve as serve_static
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import healthz
@@ -9,6 +11,14 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("training.urls")),
     path("api/v1/", include("billing.urls")),
+    path("api/v1/", include("artifacts.urls")),
+    path("v1/", include("finetuning.urls")),  # the OpenAI-compatible fine-tuning API
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("dashboard.urls")),
 ]
+
+if settings.DASHBOARD_SERVE_STATIC:
+    # daphne serves no files: the dashboard's CSS, JS and vendored chart library come through
+    # Django from the apps' static folders (see config/settings/dashboard.py).
+    urlpatterns.append(re_path(r"^%s(?P<path>.*)$" % settings.STATIC_URL.lstrip("/"), serve_static, {"insecure": True}))

@@ -110,6 +110,10 @@ class JobSpec:
     keep_checkpoints: int = 2
     # "auto": 4-bit NF4 on CUDA, full precision on CPU. "nf4" demands CUDA. "none" never quantizes.
     quantization: str = "auto"
+    # Storage access for this attempt when the pod holds no storage credentials (S3 through
+    # presigned URLs and an upload policy; see artifacts.services.grants). None: the URIs are
+    # read and written directly (file://, or s3:// with credentials in the pod's environment).
+    storage_grant: dict[str, Any] | None = field(default=None, repr=False)
     max_runtime_s: int | None = None
     heartbeat_timeout_s: int | None = None
     # Test hooks, honoured only when the pod runs with BRIGHTRUN_ALLOW_TEST_HOOKS=1.

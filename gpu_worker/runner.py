@@ -60,6 +60,7 @@ class JobRun:
     def __init__(self, spec: JobSpec, work_dir: Path | None = None):
         self.spec = spec
         self.hp = spec.hyperparameters
+        storage.install_grant(spec.storage_grant)
         self.work_dir = Path(work_dir) if work_dir else default_work_dir(spec)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.hooks = dict(spec.test_hooks) if os.environ.get(TEST_HOOKS_ENV) == "1" else {}

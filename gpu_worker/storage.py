@@ -18,6 +18,41 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 
+# The storage grant of this attempt (JobSpec.storage_grant), installed once by the runner:
+# presigned GET URLs for the objects the pod may read and one S3 POST policy for everything
+# under its job prefix. With a grant the pod needs no S3 credentials.
+_grant: dict | None = None
+
+
+def install_grant(grant: dict | None) -> None:
+    global _grant
+    _grant = dict(grant) if grant else None
+
+
+def _granted_read_url(uri: str) -> str | None:
+    if _grant and scheme(uri) == "s3":
+        return (_grant.get("read_urls") or {}).get(uri)
+    return None
+
+
+def _granted_upload(uri: str) -> dict | None:
+    if _grant and scheme(uri) == "s3" and _grant.get("upload"):
+        return _grant["upload"]
+    return None
+
+
+def _post_with_policy(path: Path, uri: str, policy: dict, timeout_s: float) -> None:
+    import requests
+
+    _bucket, key = _s3_split(uri)
+    if not key.startswith(policy["key_prefix"]):
+        raise StorageError(uri, f"outside this job's storage prefix ({policy['key_prefix']}); the grant does not cover it")
+    with open(path, "rb") as fh:
+        resp = requests.post(policy["url"], data={**policy["fields"], "key": key},
+                             files={"file": (Path(path).name, fh)}, timeout=timeout_s)
+    if resp.status_code not in (200, 201, 204):
+        raise StorageError(uri, f"HTTP {resp.status_code} on upload: {resp.text[:200]}")
+
 
 class StorageError(Exception):
     def __init__(self, uri: str, message: str):
@@ -74,6 +109,12 @@ def download(uri: str, dest: Path, *, timeout_s: float = 60) -> Path:
     """Copy the object at `uri` to `dest`. Raises StorageError."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    granted = _granted_read_url(uri)
+    if granted:
+        try:
+            return download(granted, dest, timeout_s=timeout_s)
+        except StorageError as exc:
+            raise StorageError(uri, str(exc).split(": ", 1)[-1]) from exc
     kind = scheme(uri)
     try:
         if kind == "file":
@@ -139,6 +180,8 @@ def upload(path: Path, uri: str, *, timeout_s: float = 300) -> None:
                 resp = requests.put(uri, data=fh, timeout=timeout_s)
             if resp.status_code not in (200, 201, 204):
                 raise StorageError(uri, f"HTTP {resp.status_code} on upload")
+        elif kind == "s3" and _granted_upload(uri):
+            _post_with_policy(Path(path), uri, _granted_upload(uri), timeout_s)
         elif kind == "s3":
             bucket, key = _s3_split(uri)
             _s3_client().upload_file(str(path), bucket, key)
@@ -192,6 +235,8 @@ def delete_prefix(prefix: str) -> bool:
     if kind == "file":
         shutil.rmtree(local_path(prefix), ignore_errors=True)
         return True
+    if kind == "s3" and _grant and not _grant.get("can_delete", True):
+        return False  # a granted pod cannot delete; retention prunes after the job ends
     if kind == "s3":
         bucket, key = _s3_split(prefix)
         client = _s3_client()

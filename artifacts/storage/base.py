@@ -66,6 +66,30 @@ class Storage(abc.ABC):
     def key_for_uri(self, uri: str) -> str:
         """Inverse of uri_for; raises StorageError for a URI outside this storage."""
 
+    @abc.abstractmethod
+    def size(self, key: str) -> int:
+        """Bytes of the object at `key`; raises StorageError when there is none."""
+
+    def get_file(self, key: str, dest: Path) -> Path:
+        """Copy the object at `key` to the local file `dest` (parents created)."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(self.get_bytes(key))
+        return dest
+
+    def sha256(self, key: str) -> str:
+        return hashlib.sha256(self.get_bytes(key)).hexdigest()
+
+    @abc.abstractmethod
+    def presigned_get(self, key: str, ttl_s: int, *, filename: str | None = None, user_id: int | None = None) -> str:
+        """A link that reads the object for `ttl_s` seconds without other credentials.
+        `filename` makes browsers save it under that name. Disk: a path on this site, whose token
+        also names `user_id` (the view re-checks that user's membership)."""
+
+    @abc.abstractmethod
+    def presigned_put(self, key: str, ttl_s: int) -> str:
+        """A link that accepts one HTTP PUT of the object's bytes for `ttl_s` seconds."""
+
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list_keys(prefix)
         for key in keys:

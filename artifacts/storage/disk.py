@@ -67,6 +67,45 @@ class DiskStorage(Storage):
                     keys.append(key)
         return sorted(keys)
 
+    def size(self, key):
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError as exc:
+            raise StorageError(f"no object at {key}") from exc
+
+    def get_file(self, key, dest):
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(self._path(key), dest)
+        except FileNotFoundError as exc:
+            raise StorageError(f"no object at {key}") from exc
+        return dest
+
+    def sha256(self, key):
+        try:
+            return sha256_file(self._path(key))
+        except FileNotFoundError as exc:
+            raise StorageError(f"no object at {key}") from exc
+
+    # A folder has no link of its own: these point at the site's token view
+    # (artifacts.apis.StorageFileApi), which checks the signed, expiring token and serves or
+    # accepts the file. They are paths; callers make them absolute for the request's host.
+    def presigned_get(self, key, ttl_s, *, filename=None, user_id=None):
+        from django.urls import reverse
+
+        from .tokens import token_make
+
+        token = token_make(key=validate_key(key), op="get", ttl_s=ttl_s, filename=filename, user_id=user_id)
+        return reverse("artifact-storage-file", args=[token])
+
+    def presigned_put(self, key, ttl_s):
+        from django.urls import reverse
+
+        from .tokens import token_make
+
+        return reverse("artifact-storage-file", args=[token_make(key=validate_key(key), op="put", ttl_s=ttl_s)])
+
     def local_path(self, key: str) -> Path:
         return self._path(key)
 

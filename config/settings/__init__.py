@@ -10,4 +10,7 @@ from .gpu import *  # noqa: F401,F403
 from .notifications import *  # noqa: F401,F403
 from .api import *  # noqa: F401,F403
 from .billing import *  # noqa: F401,F403
+from .artifacts import *  # noqa: F401,F403
+from .dashboard import *  # noqa: F401,F403
+from .finetuning import *  # noqa: F401,F403
 from .security import *  # noqa: F401,F403

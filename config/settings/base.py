@@ -19,6 +19,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "channels",
     "accounts",
@@ -26,6 +27,8 @@ INSTALLED_APPS = [
     "billing",
     "validation",
     "artifacts",
+    "finetuning",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

@@ -11,3 +11,9 @@ S3_SECRET_ACCESS_KEY = env_str("S3_SECRET_ACCESS_KEY")
 S3_PREFIX = env_str("S3_PREFIX", "")
 # Presigned download links live this long.
 DOWNLOAD_URL_TTL_S = env_int("DOWNLOAD_URL_TTL_S", 600)
+# Files above this size go up in parts of S3_MULTIPART_CHUNK_MB (boto3's TransferConfig); a part
+# that fails is retried alone. S3 needs parts of at least 5 MiB except the last.
+S3_MULTIPART_THRESHOLD_MB = env_int("S3_MULTIPART_THRESHOLD_MB", 64)
+S3_MULTIPART_CHUNK_MB = env_int("S3_MULTIPART_CHUNK_MB", 64)
+# "path" (MinIO, most self-hosted services) or "virtual" (AWS default); unset lets boto3 choose.
+S3_ADDRESSING_STYLE = env_str("S3_ADDRESSING_STYLE")

@@ -85,3 +85,20 @@ def test_emotion_item_is_the_conversation_up_to_that_turn():
     replies = pod_eval.reply_items([conv])
     assert [r.reference for r in replies] == ["reply one", "reply two"]
     assert replies[1].client_message == "second words" and replies[1].prompt_messages[-1]["content"] == "second words"
+
+
+def test_knowledge_option_lengths_carry_no_answer_signal():
+    """A scorer that picks the longest (or shortest) option must not beat chance by much."""
+    questions = load_knowledge()
+    n = len(questions)
+    lengths = [[len(o) for o in q.options] for q in questions]
+    correct_longest = sum(ls[q.answer] == max(ls) for q, ls in zip(questions, lengths))
+    correct_shortest = sum(ls[q.answer] == min(ls) for q, ls in zip(questions, lengths))
+    assert correct_longest <= 0.35 * n, (correct_longest, n)
+    assert correct_shortest >= 0.15 * n, (correct_shortest, n)
+    for q, ls in zip(questions, lengths):
+        mean = sum(ls) / len(ls)
+        assert all(abs(length - mean) <= 0.5 * mean for length in ls), (q.id, ls)
+    positions = Counter(q.answer for q in questions)
+    expected = n / 4
+    assert all(abs(positions[p] - expected) <= 0.1 * expected for p in range(4)), positions

@@ -186,6 +186,10 @@ def _after_move(job_id: str, organization_id, from_status: str, to_status: str, 
         billing.job_settle(job_id=job_id)
     if to_status == states.INTERRUPTED:
         tasks.job_resume.delay(job_id)
+    if to_status == states.COMPLETED:
+        from artifacts import tasks as artifact_tasks
+
+        artifact_tasks.job_artifacts_register.delay(job_id)
     if to_status in (states.COMPLETED, states.FAILED, states.INTERRUPTED):
         tasks.job_notify.delay(job_id, to_status)
     if from_status == states.INTERRUPTED and to_status == states.PROVISIONING:
@@ -330,23 +334,27 @@ def job_notes_set(*, job_id, notes: str) -> TrainingJob:
 # --------------------------------------------------------------------------- the pod's spec
 
 def job_spec_build(job: TrainingJob) -> JobSpec:
+    """The pod's job spec for the current attempt. Storage access comes from the artifacts
+    app's grant: file:// URIs on disk, presigned URLs and an upload policy scoped to the
+    job's own prefix on S3 (the pod then holds no storage credentials)."""
     from gpu_worker.contracts import Hyperparameters
 
-    from artifacts.storage import get_storage
+    from artifacts.services import pod_storage_grant
 
-    storage = get_storage()
+    grant = pod_storage_grant(job=job)
     return JobSpec(
         job_id=str(job.pk),
         attempt=job.attempt,
         base_model=job.base_model,
-        train_uri=storage.uri_for(job.dataset.train_key),
-        val_uri=storage.uri_for(job.dataset.val_key),
-        output_uri=storage.uri_for(f"jobs/{job.organization_id}/{job.pk}"),
+        train_uri=grant["train_uri"],
+        val_uri=grant["val_uri"],
+        output_uri=grant["output_uri"],
+        storage_grant=grant if grant["mode"] != "file" else None,
         hyperparameters=Hyperparameters.from_dict(job.hyperparameters),
         callback_url=f"{settings.PUBLIC_BASE_URL}/api/v1/pod-events/",
         webhook_secret=job.webhook_secret,
         hf_token=settings.HF_TOKEN,
-        resume_from=job.resume_from or None,
+        resume_from=grant["resume_from"],
         checkpoint_every=settings.CHECKPOINT_EVERY_STEPS,
         test_hooks=dict(job.test_hooks or {}),
     )

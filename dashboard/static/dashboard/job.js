@@ -1,0 +1,217 @@
+/* Job page: draws the snapshot, then applies live messages from /ws/jobs/<id>/. */
+(function () {
+  "use strict";
+  const jobId = document.getElementById("job-script").dataset.job;
+  const $ = (id) => document.getElementById(id);
+  const STAGES = Array.from(document.querySelectorAll("#stages li")).map((li) => li.dataset.stage);
+  const TERMINAL = ["completed", "failed", "cancelled"];
+  const series = {loss: new Map(), learning_rate: new Map()};
+  const charts = {};
+  let status = null;
+
+  const fmt = (v) => (v === null || v === undefined ? "--" : Math.abs(v) < 1e-2 && v !== 0 ? v.toExponential(1) : +v.toFixed(4));
+  function makeChart(el, label, stroke) {
+    const width = Math.max(280, el.clientWidth || 480);
+    return new uPlot({
+      width, height: 240,
+      scales: {x: {time: false}},
+      axes: [{label: "step"}, {size: 70, values: (u, vals) => vals.map(fmt)}],
+      series: [{label: "step"}, {label, stroke, width: 2, points: {show: false}, value: (u, v) => fmt(v)}],
+    }, [[], []], el);
+  }
+  charts.loss = makeChart($("chart-loss"), "loss", "#c2410c");
+  charts.learning_rate = makeChart($("chart-lr"), "learning rate", "#2563eb");
+
+  function redraw(key) {
+    const steps = Array.from(series[key].keys()).sort((a, b) => a - b);
+    charts[key].setData([steps, steps.map((s) => series[key].get(s))]);
+    const el = key === "loss" ? $("chart-loss") : $("chart-lr");
+    el.dataset.points = String(steps.length);
+    el.dataset.lastStep = steps.length ? String(steps[steps.length - 1]) : "";
+  }
+
+  function setProgress(p) {
+    if (p.status) setStatus(p.status);
+    if (p.stage) setStage(p.stage);
+    const total = p.total_steps || 0, step = p.step || 0;
+    if (total) $("job-step").textContent = `step ${step} / ${total}`;
+    const progress = p.progress !== undefined ? p.progress : (total ? step / total : 0);
+    $("job-progress").style.width = `${Math.round(Math.min(1, progress) * 100)}%`;
+    if (p.loss !== undefined && p.loss !== null) $("job-loss").textContent = BR.num(p.loss);
+    if (p.tokens_per_s) $("job-tps").textContent = BR.num(p.tokens_per_s, 0);
+    if (p.eta_s !== undefined) $("job-eta").textContent = TERMINAL.includes(status) ? "–" : BR.duration(p.eta_s);
+  }
+
+  function setStatus(s) {
+    status = s;
+    const el = $("job-status");
+    el.textContent = s;
+    el.className = `status status-${s}`;
+    const terminal = TERMINAL.includes(s);
+    for (const id of ["btn-stop", "btn-cancel"]) if ($(id)) $(id).hidden = terminal;
+    if ($("btn-retry")) $("btn-retry").hidden = !terminal;
+    if (s === "completed") $("job-progress").style.width = "100%";
+    if (terminal) $("job-eta").textContent = "–";
+    if (STAGES.includes(s)) setStage(s);
+    if (s === "completed") document.querySelectorAll("#stages li").forEach((li) => { li.className = "done"; });
+  }
+
+  function setStage(stage) {
+    const index = STAGES.indexOf(stage);
+    if (index < 0) return;
+    document.querySelectorAll("#stages li").forEach((li, i) => {
+      li.className = i < index ? "done" : i === index ? "current" : "";
+    });
+  }
+
+  function setCost(cost) {
+    if (!cost) return;
+    const rate = Number(cost.rate_per_hour) > 0 ? ` ($${Number(cost.rate_per_hour).toFixed(2)}/h)` : "";
+    const estimate = cost.estimate ? ` of ~$${cost.estimate.point}` : "";
+    $("job-cost").textContent = `$${cost.spent}${estimate}${rate}`;
+  }
+
+  function addEvent(e) {
+    const li = document.createElement("li");
+    const when = (e.created_at || new Date().toISOString()).slice(11, 19);
+    const text = e.type === "transition" ? `${e.from_status || "·"} → ${e.to_status} ${e.message || ""}`
+      : `${e.type}${e.message ? ": " + e.message : ""}`;
+    li.innerHTML = `<span class="muted"></span> `;
+    li.firstChild.textContent = when;
+    li.appendChild(document.createTextNode(text));
+    if (e.level === "error" || e.to_status === "failed") li.className = "bad";
+    $("events").appendChild(li);
+    while ($("events").children.length > 200) $("events").removeChild($("events").firstChild);
+    $("events").scrollTop = $("events").scrollHeight;
+  }
+
+  function setCheckpoints(rows) {
+    $("checkpoints").innerHTML = "";
+    rows.forEach(addCheckpoint);
+  }
+  function addCheckpoint(c) {
+    const existing = document.querySelector(`#checkpoints tr[data-step="${c.step}"]`);
+    const tr = existing || document.createElement("tr");
+    tr.dataset.step = c.step;
+    tr.innerHTML = "<td></td><td></td><td class='muted'></td>";
+    tr.children[0].textContent = c.step;
+    tr.children[1].textContent = c.bytes ? `${(c.bytes / 1e6).toFixed(1)} MB` : "–";
+    tr.children[2].textContent = c.uri;
+    if (!existing) $("checkpoints").appendChild(tr);
+  }
+
+  function addPoints(points) {
+    const touched = new Set();
+    for (const p of points) {
+      for (const key of Object.keys(series)) {
+        if (p[key] !== undefined && p[key] !== null) { series[key].set(p.step, p[key]); touched.add(key); }
+      }
+    }
+    touched.forEach(redraw);
+  }
+
+  function applySnapshot(snap) {
+    for (const key of Object.keys(series)) {
+      series[key].clear();
+      for (const [step, value] of (snap.metrics.series[key] || [])) series[key].set(step, value);
+      redraw(key);
+    }
+    setStatus(snap.job.status);
+    setProgress(snap.job);
+    setCost(snap.cost);
+    $("events").innerHTML = "";
+    snap.events.forEach(addEvent);
+    setCheckpoints(snap.checkpoints);
+    if (snap.job.error) showError(snap.job.error);
+  }
+
+  function showError(err) {
+    $("job-error").hidden = false;
+    $("error-class").textContent = err.class || err.error_class || "";
+    $("error-message").textContent = err.message || "";
+    $("error-suggestion").textContent = err.suggestion || "–";
+    if ($("btn-retry-fix")) $("btn-retry-fix").hidden = !(err.fix && Object.keys(err.fix).length);
+  }
+
+  async function refreshJob() {
+    try {
+      const job = await BR.api("GET", `/api/v1/jobs/${jobId}/`);
+      if (job.error_class) showError({class: job.error_class, message: job.error_message, suggestion: job.error_suggestion, fix: job.error_fix});
+      loadDownloads();
+    } catch (e) { /* the socket keeps the page live; this is only the error panel */ }
+  }
+
+  function onMessage(m) {
+    switch (m.kind) {
+      case "snapshot": applySnapshot(m); break;
+      case "metrics": addPoints(m.points || []); if (m.progress) setProgress(m.progress); break;
+      case "progress": setProgress(m); break;
+      case "status":
+        setStatus(m.status);
+        addEvent({type: "transition", from_status: m.from, to_status: m.status, message: m.reason});
+        if (TERMINAL.includes(m.status)) refreshJob();
+        break;
+      case "stage": setStage(m.stage); break;
+      case "checkpoint": addCheckpoint(m); addEvent({type: "checkpoint", message: `step ${m.step}`}); break;
+      case "log": addEvent({type: "log", message: m.message, level: m.level}); break;
+      case "cost": setCost(m.cost); break;
+      default: break;
+    }
+  }
+
+  /* Files come from the artifacts app: its list, then short-lived links after its permission check. */
+  async function loadDownloads() {
+    const ul = $("downloads");
+    let rows;
+    try {
+      const body = await BR.api("GET", `/api/v1/artifacts/?job=${jobId}`);
+      rows = body.results || body;
+    } catch (e) { ul.innerHTML = "<li>Downloads are not available on this server.</li>"; return; }
+    ul.innerHTML = "";
+    if (!rows.length) { ul.innerHTML = "<li>No files yet.</li>"; return; }
+    for (const r of rows) {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.className = "secondary";
+      button.textContent = `${r.kind}: ${r.name || r.uri}`;
+      button.addEventListener("click", () => download(r.id, li));
+      li.appendChild(button);
+      ul.appendChild(li);
+    }
+  }
+  async function download(artifactId, li) {
+    try {
+      const links = await BR.api("GET", `/api/v1/artifacts/${artifactId}/download/`);
+      if (links.url) { location.href = links.url; return; }
+      const list = document.createElement("ul");
+      for (const f of links.files || []) {
+        const a = document.createElement("a");
+        a.href = f.url; a.textContent = f.path;
+        const item = document.createElement("li"); item.appendChild(a); list.appendChild(item);
+      }
+      li.appendChild(list);
+    } catch (e) { message(e.message, true); }
+  }
+
+  function message(text, bad) {
+    const el = $("action-message");
+    el.hidden = false; el.textContent = text; el.className = bad ? "notice error" : "notice";
+  }
+  async function act(label, method, url, body, after) {
+    try {
+      const result = await BR.api(method, url, body);
+      message(label);
+      if (after) after(result);
+    } catch (e) { message(e.message, true); }
+  }
+  const bind = (id, fn) => { if ($(id)) $(id).addEventListener("click", fn); };
+  bind("btn-cancel", () => { if (confirm("Cancel this job? The pod is terminated now.")) act("Cancelled.", "POST", `/api/v1/jobs/${jobId}/cancel/`); });
+  bind("btn-stop", () => act("Stopping at the next step; the last checkpoint's adapter is kept.", "POST", `/api/v1/jobs/${jobId}/stop/`));
+  bind("btn-retry", () => act("Retry started.", "POST", `/api/v1/jobs/${jobId}/retry/`, {}, (j) => { location.href = `/jobs/${j.id}/`; }));
+  bind("btn-retry-fix", () => act("Retry with the fix started.", "POST", `/api/v1/jobs/${jobId}/retry/`, {apply_fix: true}, (j) => { location.href = `/jobs/${j.id}/`; }));
+  bind("btn-notes", () => act("Notes saved.", "PATCH", `/api/v1/jobs/${jobId}/`, {notes: $("notes").value}));
+
+  applySnapshot(JSON.parse(document.getElementById("job-snapshot").textContent));
+  loadDownloads();
+  window.jobPage = {series, socket: BR.liveSocket(`/ws/jobs/${jobId}/`, onMessage, (s) => { document.body.dataset.socket = s; })};
+})();

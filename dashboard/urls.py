@@ -1,0 +1,18 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", views.jobs, name="jobs"),
+    path("jobs/new/", views.job_new, name="job-new"),
+    path("jobs/compare/", views.compare, name="compare"),
+    path("jobs/<uuid:pk>/", views.job_detail, name="job"),
+    path("datasets/", views.datasets, name="datasets"),
+    path("datasets/<uuid:pk>/", views.dataset_detail, name="dataset"),
+    path("budgets/", views.budgets, name="budgets"),
+    path("login/", auth_views.LoginView.as_view(template_name="dashboard/login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+]

@@ -1,0 +1,130 @@
+"""Server-rendered dashboard pages. Reads go through selectors; every action (create, cancel,
+stop, retry, notes) is a fetch() to the API with the session, so the dashboard and the frontend
+share one path and one set of rules."""
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import get_object_or_404, render
+
+from dashboard import selectors as dash
+from gpu_worker.presets import PRESETS
+from training import selectors, states
+from training.models import Dataset
+from training.permissions import actor_for_request
+
+STAGES = [(s, label) for s, label in states.CHOICES if s in states.POD_STAGES]
+
+
+def _actor(request):
+    actor = actor_for_request(request)
+    if actor is None:
+        raise PermissionDenied("your account belongs to no organization; ask an admin to add you to one")
+    return actor
+
+
+def _ctx(request, **extra):
+    actor = _actor(request)
+    return {"actor": actor, "can_run_jobs": actor.can_run_jobs, **extra}
+
+
+@login_required
+def jobs(request):
+    actor = _actor(request)
+    status = [s for s in request.GET.get("status", "").split(",") if s in dict(states.CHOICES)]
+    rows = selectors.job_list(organization=actor.organization, status=status or None,
+                              client=request.GET.get("client") or None, search=request.GET.get("q") or None,
+                              ordering=request.GET.get("ordering", "-created_at"))[:200]
+    return render(request, "dashboard/jobs.html", _ctx(request, jobs=[selectors.job_list_payload(j) for j in rows],
+                                                       jobs_raw=rows, statuses=states.CHOICES,
+                                                       selected_status=status))
+
+
+@login_required
+def job_new(request):
+    actor = _actor(request)
+    if not actor.can_run_jobs:
+        raise PermissionDenied("your role can read but not start jobs")
+    presets = [{"name": p.name, "when_to_choose": p.when_to_choose, "hyperparameters": p.hyperparameters.to_dict()}
+               for p in PRESETS.values()]
+    from django.conf import settings
+
+    return render(request, "dashboard/job_new.html", _ctx(
+        request,
+        datasets=list(Dataset.objects.filter(organization=actor.organization).order_by("-created_at")
+                      .values("id", "name", "conversation_count", "trainable_turns")),
+        presets=presets, templates=list(selectors.job_template_list(organization=actor.organization)
+                                        .values("id", "name", "preset", "overrides", "base_model", "gpu_type",
+                                                "cloud_type", "spot", "description")),
+        gpus=dash.gpu_catalog(), default_gpu=settings.DEFAULT_GPU_TYPE, default_base_model=settings.DEFAULT_BASE_MODEL,
+        budgets=dash.budgets_overview(organization=actor.organization),
+    ))
+
+
+@login_required
+def job_detail(request, pk):
+    actor = _actor(request)
+    job = selectors.job_get(organization=actor.organization, job_id=pk)
+    if job is None:
+        raise Http404("no such job")
+    snapshot = selectors.job_snapshot(job=job)
+    return render(request, "dashboard/job_detail.html", _ctx(
+        request, job=job, snapshot=snapshot, stages=STAGES, evaluation=selectors.job_evaluation(job),
+        stage_index=[s for s, _ in STAGES].index(job.stage) if job.stage in dict(STAGES) else -1,
+        retries=list(job.retries.order_by("-created_at").values("id", "name", "status")[:5]),
+    ))
+
+
+@login_required
+def compare(request):
+    actor = _actor(request)
+    ids = []
+    for value in request.GET.getlist("ids") + request.GET.get("id", "").split(","):
+        for part in value.split(","):
+            try:
+                ids.append(uuid.UUID(part.strip()))
+            except ValueError:
+                continue
+    ids = ids[:8]
+    rows = selectors.jobs_compare(organization=actor.organization, job_ids=ids) if ids else []
+    choices = selectors.job_list(organization=actor.organization)[:100]
+    hp_keys = sorted({k for r in rows for k in (r["hyperparameters"] or {})})
+    eval_keys = sorted({k for r in rows for k in (r["evaluation"] or {})})
+    return render(request, "dashboard/compare.html", _ctx(request, rows=rows, choices=choices, selected=[str(i) for i in ids],
+                                                          hp_keys=hp_keys, eval_keys=eval_keys))
+
+
+@login_required
+def datasets(request):
+    actor = _actor(request)
+    return render(request, "dashboard/datasets.html",
+                  _ctx(request, datasets=selectors.dataset_list(organization=actor.organization)))
+
+
+@login_required
+def dataset_detail(request, pk):
+    actor = _actor(request)
+    dataset = get_object_or_404(Dataset, pk=pk, organization=actor.organization)
+    stats = dataset.stats or {}
+    distributions = []
+    for key, value in stats.items():
+        if isinstance(value, dict) and value and all(isinstance(v, (int, float)) for v in value.values()):
+            total = max(value.values()) or 1
+            distributions.append({"name": key.replace("_", " "),
+                                  "rows": [{"label": k, "count": v, "pct": round(100 * v / total)}
+                                           for k, v in sorted(value.items(), key=lambda kv: -kv[1])[:30]]})
+    scalars = {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
+    return render(request, "dashboard/dataset_detail.html",
+                  _ctx(request, dataset=dataset, distributions=distributions, scalars=scalars,
+                       tokens=stats.get("tokens") or {}))
+
+
+@login_required
+def budgets(request):
+    actor = _actor(request)
+    return render(request, "dashboard/budgets.html", _ctx(
+        request, budgets=dash.budgets_overview(organization=actor.organization),
+        spend=dash.spend_by_month(organization=actor.organization)))

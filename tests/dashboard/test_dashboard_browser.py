@@ -1,0 +1,118 @@
+"""A real browser (headless Chromium driven by Playwright) on the job page served by daphne:
+the loss chart grows as pod events arrive, the status reaches completed, and a screenshot is
+kept (in the test's folder, and as docs/img/job-page.png)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from tests.conftest import REPO_ROOT
+from tests.jobs.factories import make_running_job, signed_post, training_events
+from tests.websockets.ws_support import session_cookie
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update"]
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def post_events(events, secret):
+    """Post from a thread of its own: Playwright's event loop runs on the test's thread, where the
+    broadcast after commit (async_to_sync) cannot run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    def work():
+        try:
+            poster = Client()
+            for event in events:
+                assert signed_post(poster, event, secret).status_code == 200
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(work).result()
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    # Playwright's sync API keeps an event loop on this thread; Django's ORM calls in the test
+    # are still synchronous (the documented setting for Playwright with Django tests).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is missing: install it with `apt-get install -y chromium` (Debian package)")
+    with playwright_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        try:
+            yield instance
+        finally:
+            # ORM calls made while Playwright runs use a connection of their own (Playwright
+            # switches greenlets, so Django sees another context): close it, or the test
+            # database cannot be dropped at the end of the session.
+            from django.db import connections
+
+            connections.close_all()
+            instance.close()
+
+
+def test_job_page_chart_grows_with_pod_events(browser, daphne_server, organization, make_user, tmp_path):
+    user = make_user("eng", organization)
+    job = make_running_job(organization, status="provisioning", created_by=user, name="Acme coach · balanced",
+                           client="acme-coaching")
+    events = training_events(job, steps=40, checkpoint_every=10)
+    # make the curve look like training: noisy exponential decay, a warm-up then decaying lr
+    import math
+    import random
+
+    rng = random.Random(7)
+    for event in events:
+        if event.type == "metrics":
+            s = event.step
+            event.data.update({"loss": 2.6 * math.exp(-s / 14) + 0.9 + rng.uniform(-0.06, 0.06),
+                               "learning_rate": 2e-4 * min(1.0, s / 4) * (1 - s / 41), "tokens_per_s": 1830.0,
+                               "eta_s": (40 - s) * 3.0})
+    first_metrics = next(i for i, e in enumerate(events) if e.type == "metrics")
+    post_events(events[: first_metrics + 3], job.webhook_secret)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
+    context.add_cookies([{"name": "sessionid", "value": session_cookie(user).split("=", 1)[1],
+                          "url": daphne_server.http}])
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{daphne_server.http}/jobs/{job.pk}/")
+    page.wait_for_selector("body[data-socket=live]", timeout=15000)
+    chart = page.locator("#chart-loss")
+    initial = int(chart.get_attribute("data-points"))
+    assert initial >= 1
+    assert page.locator("#chart-loss canvas").count() == 1
+
+    halfway = first_metrics + len(events[first_metrics:]) // 2
+    post_events(events[first_metrics + 3: halfway], job.webhook_secret)
+    page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points) > %d" % initial,
+                           timeout=15000)
+    middle = int(chart.get_attribute("data-points"))
+    assert middle > initial
+    page.screenshot(path=str(tmp_path / "job-page-training.png"), full_page=True)
+
+    post_events(events[halfway:], job.webhook_secret)
+    page.wait_for_function("document.querySelector('#job-status').textContent === 'completed'", timeout=15000)
+    page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points) === 40", timeout=15000)
+    assert int(page.locator("#chart-lr").get_attribute("data-points")) == 40
+    assert page.locator("#checkpoints tr").count() == 4
+    assert page.locator("#stages li.done").count() == 5
+    shot = tmp_path / "job-page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    docs_img = REPO_ROOT / "docs" / "img"
+    docs_img.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tmp_path / "job-page-training.png", docs_img / "job-page.png")
+    assert not errors, errors
+    context.close()
+    print(f"\nloss chart points: {initial} → {middle} → 40; screenshot {shot}")

@@ -1,0 +1,121 @@
+"""Dashboard pages render for members, refuse others, and show what the job has; admin pages
+and actions."""
+import pytest
+from django.test import Client
+
+from accounts.models import Role
+from tests.api.conftest import drive
+from tests.jobs.factories import make_dataset, make_running_job
+from training.models import TrainingJob
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def browser_as(make_user):
+    def make(username, organization, role=Role.ENGINEER):
+        client = Client()
+        client.force_login(make_user(username, organization, role))
+        return client
+
+    return make
+
+
+def test_login_required_and_login_page():
+    client = Client()
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    assert "Log in" in client.get("/login/").content.decode()
+
+
+def test_session_login_flow(organization, make_user):
+    make_user("eng", organization)
+    client = Client()
+    response = client.post("/login/", {"username": "eng", "password": "pw-eng"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert "Jobs" in client.get("/").content.decode()
+
+
+def test_pages_render(browser_as, organization):
+    client = browser_as("eng", organization)
+    job = drive(make_running_job(organization, status="provisioning", name="visible-job", client="c9"))
+    failed = make_running_job(organization, status="failed", name="broken-job", error_class="oom",
+                              error_message="Out of GPU memory at step 3", error_suggestion="lower micro_batch_size to 1",
+                              error_fix={"micro_batch_size": 1})
+    listing = client.get("/").content.decode()
+    assert "visible-job" in listing and "broken-job" in listing and "Compare selected" in listing
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    for text in ("Model loading", "Learning rate", "job-snapshot", "uPlot.iife.min.js", "Checkpoints", "Notes",
+                 "Started by", "Stop early", f"/api/v1/jobs/{job.pk}/metrics/export/csv/"):
+        assert text in page, text
+    broken = client.get(f"/jobs/{failed.pk}/").content.decode()
+    assert "Out of GPU memory at step 3" in broken and "lower micro_batch_size to 1" in broken
+    assert "Retry with the suggested fix" in broken
+    new = client.get("/jobs/new/").content.decode()
+    assert "The default: a few hundred" in new or "balanced" in new
+    assert "Estimate" in new and "Budget left" in new
+    compare = client.get(f"/jobs/compare/?ids={job.pk},{failed.pk}").content.decode()
+    assert "compare-data" in compare and "visible-job" in compare and "final loss" in compare
+    datasets = client.get("/datasets/").content.decode()
+    assert job.dataset.name in datasets
+    detail = client.get(f"/datasets/{job.dataset_id}/").content.decode()
+    assert "Trainable turns" in detail
+    assert client.get("/budgets/").status_code == 200
+    assert client.get("/static/dashboard/vendor/uplot/uPlot.iife.min.js").status_code == 200
+
+
+def test_foreign_job_is_404_and_list_is_scoped(browser_as, organization, other_organization):
+    client = browser_as("eng", organization)
+    theirs = make_running_job(other_organization, status="training", name="globex-secret")
+    assert client.get(f"/jobs/{theirs.pk}/").status_code == 404
+    assert client.get(f"/datasets/{theirs.dataset_id}/").status_code == 404
+    assert "globex-secret" not in client.get("/").content.decode()
+    assert "globex-secret" not in client.get(f"/jobs/compare/?ids={theirs.pk}").content.decode()
+
+
+def test_viewer_sees_no_job_controls(browser_as, organization):
+    client = browser_as("viewer", organization, Role.VIEWER)
+    job = make_running_job(organization, status="training")
+    assert client.get("/jobs/new/").status_code == 403
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="btn-cancel"' not in page and "New job" not in page
+
+
+def test_user_without_organization_is_refused(db):
+    from django.contrib.auth import get_user_model
+
+    client = Client()
+    client.force_login(get_user_model().objects.create_user("loner"))
+    assert client.get("/").status_code == 403
+
+
+def test_admin_jobs_list_and_actions(organization, make_user):
+    from django.contrib.auth import get_user_model
+
+    superuser = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    running = make_running_job(organization, status="training", name="to-cancel")
+    done = make_running_job(organization, status="failed", name="to-retry")
+    client = Client()
+    client.force_login(superuser)
+    changelist = client.get("/admin/training/trainingjob/?status__exact=training")
+    assert changelist.status_code == 200 and "to-cancel" in changelist.content.decode()
+    assert client.get("/admin/training/trainingjob/?q=to-retry").status_code == 200
+    assert client.get(f"/admin/training/trainingjob/{running.pk}/change/").status_code == 200
+    client.post("/admin/training/trainingjob/", {"action": "cancel_jobs", "_selected_action": [running.pk]})
+    running.refresh_from_db()
+    assert running.status == "cancelled"
+    client.post("/admin/training/trainingjob/", {"action": "retry_jobs", "_selected_action": [done.pk]})
+    assert TrainingJob.objects.filter(parent=done).count() == 1
+    for url in ("/admin/training/jobevent/", "/admin/training/metricpoint/", "/admin/training/jobtemplate/",
+                "/admin/training/notificationpreference/"):
+        assert client.get(url).status_code == 200, url
+
+
+def test_new_job_page_lists_datasets_and_templates(browser_as, organization):
+    from training.models import JobTemplate
+
+    client = browser_as("eng", organization)
+    dataset = make_dataset(organization)
+    JobTemplate.objects.create(organization=organization, name="nightly", preset="conservative")
+    page = client.get("/jobs/new/").content.decode()
+    assert str(dataset.pk) in page and "nightly" in page

@@ -1,0 +1,85 @@
+"""A real daphne serving config.asgi on a free port, sharing the test database and Redis, for
+websocket and browser tests (`transaction=True` tests: the server sees committed rows only)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Daphne:
+    port: int
+    log: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="session")
+def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    from django.conf import settings
+
+    from tests.jobs.conftest import _database_url
+
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+    port = _free_port()
+    log = tmp_path_factory.mktemp("daphne") / "daphne.log"
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": settings.REDIS_URL, "DATABASE_CONN_MAX_AGE": "0",
+           "PYTHONUNBUFFERED": "1", "STORAGE_DISK_ROOT": str(tmp_path_factory.mktemp("storage"))}
+    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+                            cwd=REPO_ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daphne exited:\n{log.read_text()[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError(f"daphne did not listen in 30 s:\n{log.read_text()[-3000:]}")
+    server = Daphne(port=port, log=log)
+    yield server
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    time.sleep(0.5)  # let PostgreSQL see its connections go before the test database is dropped
+
+
+def session_cookie(user) -> str:
+    """A logged-in session for `user`, as a Cookie header value (the session is in the database)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"

@@ -1,0 +1,51 @@
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+
+from training import selectors
+from training.apis.common import OrganizationScopedMixin
+from training.errors import DatasetTooLarge
+from training.models import Dataset
+from training.serializers import DatasetDetailSerializer, DatasetSerializer, DatasetUploadSerializer
+from training.services.datasets import _too_large, dataset_import
+
+
+class DatasetListCreateApi(OrganizationScopedMixin, generics.ListAPIView):
+    serializer_class = DatasetSerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return selectors.dataset_list(organization=self.get_organization())
+
+    @extend_schema(request=DatasetUploadSerializer, responses={201: DatasetDetailSerializer, 200: DatasetDetailSerializer})
+    def post(self, request):
+        organization = self.get_organization()
+        upload = request.FILES.get("file")
+        if upload is not None and upload.size > settings.DATASET_MAX_BYTES:
+            raise DatasetTooLarge(_too_large(upload.size, settings.DATASET_MAX_BYTES), location="file")
+        form = DatasetUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        upload = form.validated_data["file"]
+        result = dataset_import(
+            organization=organization,
+            source=upload,
+            filename=upload.name,
+            name=form.validated_data.get("name"),
+            val_fraction=form.validated_data.get("val_fraction"),
+            seed=form.validated_data.get("seed"),
+            created_by=request.user,
+            size_hint=upload.size,
+        )
+        body = DatasetDetailSerializer(result.dataset).data
+        body["created"] = result.created
+        body["message"] = result.message
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+class DatasetDetailApi(OrganizationScopedMixin, generics.RetrieveAPIView):
+    serializer_class = DatasetDetailSerializer
+
+    def get_queryset(self):
+        return Dataset.objects.filter(organization=self.get_organization())
