@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/brightrun
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: venv demo test test-fast run bench lint clean stop browser
+.PHONY: venv demo test test-fast run bench reliability clean browser
 
 venv: $(STAMP)
 
@@ -36,8 +36,14 @@ test: venv browser
 test-fast: venv
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Figures, not pass/fail: every benchmark prints what it measured and the command behind it.
 bench: venv
-	$(BIN)/python -m benchmarks
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# The reliability suite at full size (the fast parts also run in `make test`); prints a table.
+reliability: venv
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) RELIABILITY_FULL=1 \
+	  $(BIN)/python -m pytest tests/reliability -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf var/ .pytest_cache
