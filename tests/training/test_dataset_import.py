@@ -129,3 +129,26 @@ def test_sample_dataset_imports(organization, sample_file):
     dist = ds.stats["distributions"]
     assert len(dist["persona"]) >= 3 and len(dist["emotional_arc"]) >= 3 and len(dist["topic"]) >= 6
     assert ds.stats["warnings"] == []
+
+
+def test_exact_tokens_with_a_chat_template(organization, real_file, tmp_path):
+    """With a Hugging Face tokenizer that has a chat template, counts are exact: the same as
+    tokenizing the rendered transcript, and pair by pair costs about 2.1x per conversation."""
+    pytest.importorskip("transformers")
+    from gpu_worker.tiny_model import build_tokenizer, dataset_texts
+
+    tokenizer = build_tokenizer(dataset_texts(real_file), vocab_size=2000)
+    tokenizer.save_pretrained(tmp_path / "tok")
+    ds = _import(organization, real_file, tokenizer_path=str(tmp_path / "tok")).dataset
+    tokens = ds.stats["tokens"]
+    assert tokens["method"] == "exact"
+    conversations = parse(real_file.read_bytes()).conversations
+    expected = 0
+    for conv in conversations:
+        messages = conv["messages"]
+        last = max(i for i, m in enumerate(messages) if m.get("train"))
+        rendered = tokenizer.apply_chat_template([{"role": m["role"], "content": m["content"]}
+                                                  for m in messages[:last + 1]], tokenize=True)
+        expected += len(rendered["input_ids"] if not isinstance(rendered, list) else rendered)
+    assert tokens["per_epoch"] == expected
+    assert 1.9 < tokens["pair_by_pair_ratio"] < 2.3

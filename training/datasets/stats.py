@@ -55,7 +55,7 @@ class TokenCounter:
     def count(self, messages: list[dict[str, Any]]) -> int:
         if self._hf is not None:
             ids = self._hf.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in messages], tokenize=True)
-            if isinstance(ids, dict):  # newer transformers return a BatchEncoding
+            if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding (a mapping, not a dict)
                 ids = ids["input_ids"]
             return len(ids)
         total = 1  # begin-of-text
