@@ -5,9 +5,12 @@ BIN := $(VENV)/bin
 # The venv is rebuilt when pyproject.toml changes.
 STAMP := $(VENV)/.installed
 
-# Tests run against the machine's real PostgreSQL and Redis unless told otherwise.
+# Tests run against the machine's real PostgreSQL and Redis unless told otherwise. Test servers
+# (live server threads, daphne, Celery) close their connections after each request/task so a
+# run never holds more than a few of PostgreSQL's connections.
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/brightrun
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+export DATABASE_CONN_MAX_AGE ?= 0
 
 .PHONY: venv demo test test-fast run bench reliability clean browser
 

@@ -1,5 +1,6 @@
 """POST /api/v1/pod-events/: forged, wrong secret, stale/future, replayed, shuffled.
 Prints a figures table (run with -s to see it)."""
+import contextlib
 import json
 import random
 import time
@@ -11,6 +12,14 @@ from training import states
 from training.models import Checkpoint, JobEvent, MetricPoint
 
 pytestmark = pytest.mark.django_db
+
+
+@contextlib.contextmanager
+def pinned_clock(now: float):
+    from unittest import mock
+
+    with mock.patch("gpu_worker.signing.time.time", return_value=float(now)):
+        yield
 
 
 @pytest.fixture
@@ -51,11 +60,17 @@ def test_forgeries_are_rejected_and_valid_events_accepted(job, organization, cli
         ev = pod_event(job, 5000 + i, "log")
         return client.post("/api/v1/pod-events/", data=ev.to_json(), content_type="application/json")
 
+    # The server's clock is pinned to the signing instant, so "301 s off" is exactly that when
+    # verified, however slowly a loaded machine delivers the request.
     def stale(i):
-        return signed_post(client, pod_event(job, 6000 + i, "log"), job.webhook_secret, timestamp=int(time.time()) - 301)
+        now = int(time.time())
+        with pinned_clock(now):
+            return signed_post(client, pod_event(job, 6000 + i, "log"), job.webhook_secret, timestamp=now - 301)
 
     def future(i):
-        return signed_post(client, pod_event(job, 7000 + i, "log"), job.webhook_secret, timestamp=int(time.time()) + 301)
+        now = int(time.time())
+        with pinned_clock(now):
+            return signed_post(client, pod_event(job, 7000 + i, "log"), job.webhook_secret, timestamp=now + 301)
 
     def reserialized(i):
         ev = pod_event(job, 8000 + i, "log", data={"message": "y"})
