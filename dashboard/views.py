@@ -128,3 +128,59 @@ def budgets(request):
     return render(request, "dashboard/budgets.html", _ctx(
         request, budgets=dash.budgets_overview(organization=actor.organization),
         spend=dash.spend_by_month(organization=actor.organization)))
+
+
+def _job_or_404(actor, pk):
+    job = selectors.job_get(organization=actor.organization, job_id=pk)
+    if job is None:
+        raise Http404("no such job")
+    return job
+
+
+@login_required
+def job_report(request, pk):
+    from validation import selectors as validation_selectors
+
+    actor = _actor(request)
+    job = _job_or_404(actor, pk)
+    runs = validation_selectors.validation_runs_brief(job=job)
+    return render(request, "dashboard/report.html", _ctx(
+        request, job=job, report=validation_selectors.validation_report(job=job), runs=runs,
+        pending=next((r for r in runs if r["status"] in ("pending", "running")), None)))
+
+
+@login_required
+def job_report_pdf(request, pk):
+    from django.http import HttpResponse
+
+    from validation import report as validation_report
+    from validation import selectors as validation_selectors
+
+    actor = _actor(request)
+    job = _job_or_404(actor, pk)
+    document = validation_selectors.validation_report(job=job)
+    if document is None:
+        raise Http404("this job has no validation report yet")
+    response = HttpResponse(validation_report.render_pdf(document), content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="validation-{job.pk}.pdf"'
+    return response
+
+
+@login_required
+def reports_compare(request):
+    from validation import selectors as validation_selectors
+
+    actor = _actor(request)
+    a, b = request.GET.get("a", ""), request.GET.get("b", "")
+    comparison = None
+    if a and b:
+        try:
+            ids = [uuid.UUID(a), uuid.UUID(b)]
+        except ValueError:
+            raise Http404("a and b must be job ids") from None
+        comparison = validation_selectors.reports_compare(organization=actor.organization, job_ids=ids)
+        if comparison is None:
+            raise Http404("no such job")
+    choices = selectors.job_list(organization=actor.organization, status=[states.COMPLETED])[:100]
+    return render(request, "dashboard/report_compare.html",
+                  _ctx(request, comparison=comparison, choices=choices, a=a, b=b))

@@ -116,9 +116,23 @@ class JobSpec:
     storage_grant: dict[str, Any] | None = field(default=None, repr=False)
     max_runtime_s: int | None = None
     heartbeat_timeout_s: int | None = None
+    # The evaluating stage (gpu_worker.evaluate, docs/validation.md). Replies are generated for at
+    # most eval_max_replies held-out assistant turns (evenly spread), greedily, up to
+    # eval_max_new_tokens each; multiple-choice accuracy is decided by the option's summed
+    # log-probability ("sum") or its mean per token ("mean").
+    eval_max_replies: int = 48
+    eval_max_new_tokens: int = 256
+    eval_max_emotion_items: int = 300
+    eval_knowledge: bool = True
+    eval_choice_score: str = "sum"
+    eval_seed: int = 0
     # Test hooks, honoured only when the pod runs with BRIGHTRUN_ALLOW_TEST_HOOKS=1.
     test_hooks: dict[str, Any] = field(default_factory=dict)
     version: int = SPEC_VERSION
+
+    def __post_init__(self):
+        if self.eval_choice_score not in ("sum", "mean"):
+            raise ValueError(f"eval_choice_score must be 'sum' or 'mean', not {self.eval_choice_score!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

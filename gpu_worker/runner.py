@@ -211,7 +211,7 @@ class JobRun:
         import torch
 
         from . import checkpoints, evaluate, modeling
-        from .data import PackedDataset, tokenize_all
+        from .data import PackedDataset, read_jsonl, tokenize_all
         from .trainer import Trainer
 
         spec, hp = self.spec, self.hp
@@ -306,11 +306,20 @@ class JobRun:
 
         # ---------------------------------------------------------------- evaluating
         self.enter("evaluating")
-        if val_batches:
-            ev = evaluate.base_and_adapted(model, val_batches, device)
-        else:
+        if not val_batches:
             self.warn("no validation split: perplexity was not measured")
-            ev = {"base_perplexity": None, "adapted_perplexity": None, "relative_change": None, "tokens": 0}
+        # The held-out split as downloaded in preprocessing, read again (cheap) so this stage needs
+        # nothing from the others but the model and tokenizer.
+        val_path = self.work_dir / "data" / "val.jsonl"
+        val_rows = read_jsonl(val_path) if spec.val_uri and val_path.exists() else []
+        val_eval_convs = tokenize_all(tokenizer, val_rows, hp.max_seq_len)[0] if val_rows else []
+        full = evaluate.full_evaluation(model, tokenizer, spec, val_rows=val_rows, val_conversations=val_eval_convs,
+                                        device=device, check=self.check_stop, warn=self.warn)
+        evaluation_path = self.work_dir / "evaluation.json"
+        evaluation_path.write_text(json.dumps(full, indent=1))
+        evaluation_uri = storage.join(spec.output_uri, "evaluation.json")
+        storage.upload(evaluation_path, evaluation_uri)
+        ev = {**evaluate.summary(full), "evaluation_uri": evaluation_uri}
         eval_path = self.work_dir / "eval.json"
         eval_path.write_text(json.dumps(ev, indent=1))
         eval_uri = storage.join(spec.output_uri, "eval.json")
@@ -327,6 +336,7 @@ class JobRun:
                 "tokenizer_included": True,
                 "metrics_uri": metrics_uri,
                 "eval_uri": eval_uri,
+                "evaluation_uri": evaluation_uri,
                 "checkpoint_uri": trainer.last_checkpoint[1] if trainer.last_checkpoint else None,
             },
             "train_tokens": trainer.train_tokens,

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from training import webhooks
-from training.apis import auth, datasets, jobs, metrics, templates
+from training.apis import auth, datasets, jobs, metrics, templates, validation
 
 urlpatterns = [
     path("datasets/", datasets.DatasetListCreateApi.as_view(), name="dataset-list"),
@@ -17,6 +17,8 @@ urlpatterns = [
     path("jobs/<uuid:pk>/metrics/", metrics.JobMetricListApi.as_view(), name="job-metrics"),
     path("jobs/<uuid:pk>/metrics/series/", metrics.JobMetricSeriesApi.as_view(), name="job-metric-series"),
     path("jobs/<uuid:pk>/metrics/export/<str:fmt>/", metrics.JobMetricExportApi.as_view(), name="job-metric-export"),
+    path("jobs/<uuid:pk>/validation/", validation.JobValidationApi.as_view(), name="job-validation"),
+    path("reports/compare/", validation.ValidationCompareApi.as_view(), name="report-compare"),
     path("presets/", templates.PresetListApi.as_view(), name="preset-list"),
     path("templates/", templates.JobTemplateListCreateApi.as_view(), name="template-list"),
     path("templates/<int:pk>/", templates.JobTemplateDetailApi.as_view(), name="template-detail"),

@@ -220,18 +220,8 @@ def _model_device(model):
         return torch.device("cpu")
 
 
-def option_scores(model, tokenizer, prompt_messages: Sequence[dict[str, str]], options: Sequence[str], *,
-                  batch_size: int = 8) -> list[OptionScore]:
-    """Log-likelihood of each option given the prompt, with its token count.
-
-    Options are scored in batches, left-padded so they all end at the same position; only the
-    logits of the last (longest continuation + 1) positions are computed (`logits_to_keep`), which
-    keeps memory small with a large vocabulary and a long prompt.
-    """
-    import torch
-
-    if not options:
-        return []
+def _option_sequences(tokenizer, prompt_messages, options) -> list[tuple[list[int], int]]:
+    """(prompt + option token ids, number of option tokens) for each option."""
     prompt_text = _render(tokenizer, prompt_messages, add_generation_prompt=True)
     prompt_ids = _encode(tokenizer, prompt_text)
     sequences = []
@@ -240,15 +230,32 @@ def option_scores(model, tokenizer, prompt_messages: Sequence[dict[str, str]], o
         if not cont:
             raise ValueError(f"option {option!r} encodes to no tokens")
         sequences.append((prompt_ids + cont, len(cont)))
+    return sequences
+
+
+def _score_sequences(model, tokenizer, sequences: list[tuple[list[int], int]], *, batch_size: int) -> list[OptionScore]:
+    """Summed log-probability of the last n tokens of each sequence, in input order.
+
+    Sequences are batched `batch_size` at a time in order of length (less padding), left-padded so
+    they all end at the same position; only the logits of the last (longest continuation + 1)
+    positions are computed (`logits_to_keep`), which keeps memory small with a large vocabulary
+    and a long prompt.
+    """
+    import torch
+
+    if not sequences:
+        return []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     device = _model_device(model)
-    out: list[OptionScore] = []
+    out: list[OptionScore | None] = [None] * len(sequences)
+    order = sorted(range(len(sequences)), key=lambda i: (len(sequences[i][0]), i))
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for start in range(0, len(sequences), batch_size):
-                chunk = sequences[start:start + batch_size]
+            for start in range(0, len(order), batch_size):
+                index = order[start:start + batch_size]
+                chunk = [sequences[i] for i in index]
                 width = max(len(ids) for ids, _ in chunk)
                 keep = max(n for _, n in chunk) + 1
                 input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
@@ -265,17 +272,26 @@ def option_scores(model, tokenizer, prompt_messages: Sequence[dict[str, str]], o
                     logits = model(**kwargs).logits
                 logits = logits[:, -keep:, :].float()
                 logprobs = torch.log_softmax(logits, dim=-1)
-                for row, (ids, n) in enumerate(chunk):
+                for row, ((ids, n), i) in enumerate(zip(chunk, index)):
                     targets = torch.tensor(ids[-n:], dtype=torch.long, device=logprobs.device)
                     # The logit at position t predicts token t+1: the last n targets are predicted by
                     # positions -n-1 .. -2 of the kept window.
                     predicted = logprobs[row, keep - n - 1:keep - 1, :]
                     total = predicted.gather(-1, targets.unsqueeze(-1)).sum().item()
-                    out.append(OptionScore(logprob=float(total), n_tokens=n))
+                    out[i] = OptionScore(logprob=float(total), n_tokens=n)
     finally:
         if was_training:
             model.train()
-    return out
+    return out  # type: ignore[return-value]
+
+
+def option_scores(model, tokenizer, prompt_messages: Sequence[dict[str, str]], options: Sequence[str], *,
+                  batch_size: int = 8) -> list[OptionScore]:
+    """Log-likelihood of each option given the prompt, with its token count."""
+    if not options:
+        return []
+    return _score_sequences(model, tokenizer, _option_sequences(tokenizer, prompt_messages, options),
+                            batch_size=batch_size)
 
 
 def option_loglikelihoods(model, tokenizer, prompt_messages: Sequence[dict[str, str]], options: Sequence[str], *,
@@ -287,10 +303,64 @@ def option_loglikelihoods(model, tokenizer, prompt_messages: Sequence[dict[str, 
 
 
 def score_choice_items(model, tokenizer, items: Sequence[ChoiceItem], *, batch_size: int = 8) -> list[ChoiceResult]:
-    """Option scores of every item; the report reads accuracy from `ChoiceResult.correct()`."""
-    return [ChoiceResult(item.item_id, tuple(option_scores(model, tokenizer, item.prompt_messages, item.options,
-                                                           batch_size=batch_size)), item.answer)
-            for item in items]
+    """Option scores of every item; the report reads accuracy from `ChoiceResult.correct()`.
+    Options of different items share batches (`batch_size` sequences each), so many short
+    questions cost few forward passes; the scores do not depend on the batching."""
+    sequences: list[tuple[list[int], int]] = []
+    spans = []
+    shared: dict[int, list[OptionScore]] = {}
+    for k, item in enumerate(items):
+        seqs = _option_sequences(tokenizer, item.prompt_messages, item.options)
+        if len(seqs) > SHARED_PREFIX_MIN_OPTIONS:
+            # Many options after one long prompt (emotion recognition: 17 after a transcript): the
+            # prompt is run once and each option continues from a copy of its cache.
+            scored = _score_shared_prefix(model, seqs)
+            if scored is not None:
+                shared[k] = scored
+                spans.append((0, 0))
+                continue
+        spans.append((len(sequences), len(seqs)))
+        sequences.extend(seqs)
+    scores = _score_sequences(model, tokenizer, sequences, batch_size=batch_size)
+    return [ChoiceResult(item.item_id, tuple(shared[k] if k in shared else scores[a:a + n]), item.answer)
+            for k, (item, (a, n)) in enumerate(zip(items, spans))]
+
+
+SHARED_PREFIX_MIN_OPTIONS = 4
+
+
+def _score_shared_prefix(model, sequences: list[tuple[list[int], int]]) -> list[OptionScore] | None:
+    """Options that share one prompt, scored from one pass over the prompt (KV cache copied per
+    option). None when the sequences do not share the prompt or the model keeps no cache; the
+    caller then scores them the batched way. Same numbers as the batched way up to float error."""
+    import copy
+
+    import torch
+
+    prefix_len = len(sequences[0][0]) - sequences[0][1]
+    prefix = sequences[0][0][:prefix_len]
+    if prefix_len < 2 or any(ids[:len(ids) - n] != prefix for ids, n in sequences):
+        return None
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([prefix[:-1]], device=device), use_cache=True)
+            cache = getattr(out, "past_key_values", None)
+            if cache is None:
+                return None
+            scores = []
+            for ids, n in sequences:
+                tail = torch.tensor([[prefix[-1]] + ids[-n:]], device=device)
+                logits = model(input_ids=tail, past_key_values=copy.deepcopy(cache), use_cache=True).logits[0]
+                logprobs = torch.log_softmax(logits[:-1].float(), dim=-1)
+                targets = torch.tensor(ids[-n:], dtype=torch.long, device=logprobs.device)
+                scores.append(OptionScore(float(logprobs.gather(-1, targets.unsqueeze(-1)).sum().item()), n))
+            return scores
+    finally:
+        if was_training:
+            model.train()
 
 
 def _end_token_ids(tokenizer, model) -> list[int]:

@@ -60,6 +60,11 @@ def _acme_objects(organization, make_user):
     objects["artifacts"] = ModelArtifact.objects.create(
         organization=organization, job=job, client=job.client, kind="metrics", name=f"{SECRET}-metrics.csv",
         key=f"jobs/{organization.pk}/{job.pk}/metrics.csv", uri="file:///x").pk
+    from validation.models import ValidationRun
+
+    # A finished validation run, so GET jobs/<pk>/validation/ has a report to (not) show.
+    ValidationRun.objects.create(job=job, organization=organization, status="completed", verdict="incomplete",
+                                 summary={"verdict": "incomplete"}, examples=[{"client_message": f"{SECRET}-example"}])
     return job, objects
 
 

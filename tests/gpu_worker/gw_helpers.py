@@ -32,6 +32,12 @@ def make_spec(tmp_path: Path, model_dir: Path, dataset_files, **overrides) -> Jo
         webhook_secret=SECRET,
         checkpoint_every=100,
         keep_checkpoints=2,
+        # The evaluating stage kept small: these tests are about training; the evaluation's own
+        # tests ask for more.
+        eval_max_replies=2,
+        eval_max_new_tokens=8,
+        eval_max_emotion_items=4,
+        eval_knowledge=False,
     )
     values.update(overrides)
     return JobSpec(**values)

@@ -114,6 +114,11 @@ def job_stack(transactional_db, live_server, settings, storage_root, tmp_path):
         "CHECKPOINT_EVERY_STEPS": "2",
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "POD_COMPLETED_EXIT_WAIT_S": "1",
+        # A small evaluating stage for the tiny CPU model (the validation tests ask for more).
+        "POD_EVAL_MAX_REPLIES": "2",
+        "POD_EVAL_MAX_NEW_TOKENS": "12",
+        "POD_EVAL_MAX_EMOTION_ITEMS": "6",
+        "POD_EVAL_KNOWLEDGE": "0",
         "PYTHONUNBUFFERED": "1",
     }
     stack = Stack(env=env, queue=queue, log_dir=tmp_path)

@@ -111,3 +111,19 @@ def test_generate_replies_is_deterministic(tiny):
     assert [r.text for r in a] == [r.text for r in b]
     assert [r.item_id for r in a] == [i.item_id for i in items]
     assert all(0 < r.n_new_tokens <= 12 or r.finished for r in a)
+
+
+def test_shared_prompt_scoring_matches_the_batched_scores(tiny):
+    """Emotion items (17 options after one transcript) run the prompt once and continue each option
+    from a copy of its cache; the numbers match the batched full-sequence computation."""
+    from training.datasets.normalize import parse
+
+    model, tokenizer = tiny
+    conversations = parse(SAMPLE_FILE.read_bytes()).conversations[:2]
+    item = pod_eval.emotion_recognition_items(conversations)[0]
+    assert len(item.options) > pod_eval.SHARED_PREFIX_MIN_OPTIONS
+    shared = pod_eval.score_choice_items(model, tokenizer, [item])[0].scores
+    batched = pod_eval.option_scores(model, tokenizer, item.prompt_messages, item.options, batch_size=4)
+    assert [s.n_tokens for s in shared] == [s.n_tokens for s in batched]
+    for a, b in zip(shared, batched):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-3)

@@ -12,6 +12,7 @@ Every error names its place (JSON path, conversation and pair id, or JSONL line)
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,12 +83,36 @@ def _too_deep(where: str) -> DatasetImportError:
     return DatasetImportError("JSON is nested too deeply to be a training file", location=where, code="too_deep")
 
 
+# A \\uD800-\\uDFFF escape without its partner: valid JSON, but no UTF-8 text can hold it.
+_LONE_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+                             r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
 def _loads(text: str, where: str):
-    """json.loads that turns the C parser's RecursionError on hostile nesting into a located error."""
+    """json.loads that turns the C parser's RecursionError on hostile nesting, and strings that
+    cannot be stored as UTF-8 (lone surrogate escapes), into located errors."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except RecursionError as exc:
         raise _too_deep(where) from exc
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # an integer of more than sys.get_int_max_str_digits() digits
+        raise DatasetImportError(f"a number in the file is too long to read ({exc}); a training file has no such "
+                                 "numbers: fix or remove it", location=where, code="invalid_json") from exc
+    lone = _LONE_SURROGATE.search(text) if "\\u" in text else None
+    if lone is not None:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            line = text.count("\n", 0, lone.start()) + 1
+            raise DatasetImportError(
+                f"the escape {lone.group(0)} is half of a UTF-16 surrogate pair and is not a character; "
+                "fix the text or export the file again as UTF-8",
+                location=where if where.startswith("line") else
+                f"line {line} column {lone.start() - text.rfind(chr(10), 0, lone.start())}",
+                code="invalid_text") from exc
+    return value
 
 
 def _json_error(exc: json.JSONDecodeError, text: str, where_prefix: str = "") -> DatasetImportError:

@@ -188,8 +188,10 @@ def _after_move(job_id: str, organization_id, from_status: str, to_status: str, 
         tasks.job_resume.delay(job_id)
     if to_status == states.COMPLETED:
         from artifacts import tasks as artifact_tasks
+        from validation import tasks as validation_tasks
 
         artifact_tasks.job_artifacts_register.delay(job_id)
+        validation_tasks.job_validate.delay(job_id)
     if to_status in (states.COMPLETED, states.FAILED, states.INTERRUPTED):
         tasks.job_notify.delay(job_id, to_status)
     if from_status == states.INTERRUPTED and to_status == states.PROVISIONING:
@@ -356,5 +358,9 @@ def job_spec_build(job: TrainingJob) -> JobSpec:
         hf_token=settings.HF_TOKEN,
         resume_from=grant["resume_from"],
         checkpoint_every=settings.CHECKPOINT_EVERY_STEPS,
+        eval_max_replies=settings.POD_EVAL_MAX_REPLIES,
+        eval_max_new_tokens=settings.POD_EVAL_MAX_NEW_TOKENS,
+        eval_max_emotion_items=settings.POD_EVAL_MAX_EMOTION_ITEMS,
+        eval_knowledge=settings.POD_EVAL_KNOWLEDGE,
         test_hooks=dict(job.test_hooks or {}),
     )

@@ -1,0 +1,30 @@
+"""Validation reports (validation app, docs/validation.md): which judge scores the generated
+replies, its endpoint, the pass thresholds and how many side-by-side examples the report shows."""
+from .env import env_bool, env_float, env_int, env_str
+
+# "offline" (default; no network: rubric detectors + packaged sentence embeddings, an automatic
+# proxy) or "llm" (any OpenAI-compatible chat-completions endpoint, e.g. a local vLLM).
+VALIDATION_JUDGE = env_str("VALIDATION_JUDGE", "offline")
+VALIDATION_LLM_BASE_URL = env_str("VALIDATION_LLM_BASE_URL", "")
+VALIDATION_LLM_MODEL = env_str("VALIDATION_LLM_MODEL", "")
+# Sent as a Bearer token; never stored with a run, never shown in a report.
+VALIDATION_LLM_API_KEY = env_str("VALIDATION_LLM_API_KEY", "")
+VALIDATION_LLM_TIMEOUT_S = env_float("VALIDATION_LLM_TIMEOUT_S", 60.0)
+VALIDATION_LLM_MAX_RETRIES = env_int("VALIDATION_LLM_MAX_RETRIES", 2)
+# Pass thresholds (the issue's defaults): retention = adapted ÷ base knowledge accuracy;
+# brand voice = share of adapted replies the judge rates on-voice.
+VALIDATION_RETENTION_MIN = env_float("VALIDATION_RETENTION_MIN", 0.95)
+VALIDATION_BRAND_VOICE_MIN = env_float("VALIDATION_BRAND_VOICE_MIN", 0.85)
+# Bootstrap resamples and seed of every interval.
+VALIDATION_BOOTSTRAP_RESAMPLES = env_int("VALIDATION_BOOTSTRAP_RESAMPLES", 2000)
+VALIDATION_BOOTSTRAP_SEED = env_int("VALIDATION_BOOTSTRAP_SEED", 0)
+# Side-by-side examples: this many largest judged gains and this many largest losses.
+VALIDATION_EXAMPLES_PER_SIDE = env_int("VALIDATION_EXAMPLES_PER_SIDE", 3)
+
+# What the pod evaluates (JobSpec.eval_*): replies generated for at most this many held-out
+# assistant turns, up to this many new tokens each; emotion items; the knowledge set on or off.
+# Real models on a GPU: the defaults. The tiny CPU model in tests and the demo: smaller.
+POD_EVAL_MAX_REPLIES = env_int("POD_EVAL_MAX_REPLIES", 48)
+POD_EVAL_MAX_NEW_TOKENS = env_int("POD_EVAL_MAX_NEW_TOKENS", 256)
+POD_EVAL_MAX_EMOTION_ITEMS = env_int("POD_EVAL_MAX_EMOTION_ITEMS", 300)
+POD_EVAL_KNOWLEDGE = env_bool("POD_EVAL_KNOWLEDGE", True)

@@ -1,0 +1,74 @@
+"""Validation reports of a job (the validation app): read the latest report, run one on demand,
+compare two jobs' reports. Scoped to the caller's organization like every job endpoint: another
+organization's job is 404. Viewers read; engineers and admins run."""
+from __future__ import annotations
+
+import uuid
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from training.apis.common import OrganizationScopedMixin
+from training.apis.jobs import JobScopedMixin
+
+
+def _run_brief(run) -> dict:
+    return {"id": str(run.pk), "job": str(run.job_id), "status": run.status, "trigger": run.trigger,
+            "verdict": run.verdict or None, "errors": run.errors,
+            "created_at": run.created_at.isoformat() if run.created_at else None,
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None}
+
+
+class JobValidationApi(JobScopedMixin, APIView):
+    """GET: the job's latest validation report (summary verdict, every metric with value, CI, n and
+    pass / fail / not computed with the reason, training curve, configuration, cost, side-by-side
+    examples), with the recent runs. 404 when the job has no completed run yet.
+
+    POST: start a validation run now (engineers and admins; the job must be completed). Answers 202
+    with the pending run; GET shows the report once it has finished."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, pk):
+        from validation import selectors
+
+        job = self.get_job(pk)
+        report = selectors.validation_report(job=job)
+        runs = selectors.validation_runs_brief(job=job)
+        if report is None:
+            pending = [r for r in runs if r["status"] in ("pending", "running")]
+            raise Http404("this job has no validation report yet" + ("; a run is in progress" if pending else
+                                                                    "; POST here to run one"))
+        return Response({"report": report, "runs": [{**r, "id": str(r["id"])} for r in runs]})
+
+    @extend_schema(request=None, responses={202: dict})
+    def post(self, request, pk):
+        from validation import services, tasks
+
+        job = self.get_job(pk)
+        run = services.validation_run_request(job_id=job.pk, requested_by=request.user)
+        tasks.validation_run_execute.delay_on_commit(str(run.pk))
+        return Response(_run_brief(run), status=status.HTTP_202_ACCEPTED)
+
+
+class ValidationCompareApi(OrganizationScopedMixin, APIView):
+    """Two jobs' latest reports side by side: `?a=<job id>&b=<job id>`."""
+
+    @extend_schema(parameters=[OpenApiParameter("a", str, required=True), OpenApiParameter("b", str, required=True)],
+                   responses={200: dict})
+    def get(self, request):
+        from validation import selectors
+
+        ids = []
+        for name in ("a", "b"):
+            try:
+                ids.append(uuid.UUID(str(request.query_params.get(name, ""))))
+            except ValueError:
+                raise ValidationError({name: ["a job id (UUID) is required"]}) from None
+        comparison = selectors.reports_compare(organization=self.get_organization(), job_ids=ids)
+        if comparison is None:
+            raise Http404("no such job")
+        return Response(comparison)

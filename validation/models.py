@@ -1,0 +1,64 @@
+"""A validation run: one scoring of one completed job's evaluation, with everything it was computed
+from (inputs, judge settings, thresholds, versions) and what came out (metrics, verdict, examples).
+The rendered report (JSON, HTML, PDF) is stored as the job's `report` artifacts."""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    COMPLETED = "completed", "completed"
+    FAILED = "failed", "failed"
+
+
+class RunTrigger(models.TextChoices):
+    AUTOMATIC = "automatic", "automatic (after training)"
+    ON_DEMAND = "on_demand", "on demand"
+
+
+class Verdict(models.TextChoices):
+    PASS = "pass", "pass"
+    FAIL = "fail", "fail"
+    INCOMPLETE = "incomplete", "incomplete"
+
+
+class ValidationRun(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey("training.TrainingJob", on_delete=models.CASCADE, related_name="validation_runs")
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="validation_runs")
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True)
+    trigger = models.CharField(max_length=12, choices=RunTrigger.choices, default=RunTrigger.AUTOMATIC)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+
+    # What the run was computed from.
+    inputs = models.JSONField(default=dict, blank=True,
+                              help_text="evaluation file, dataset split, item counts, the pod's evaluation settings")
+    judge = models.JSONField(default=dict, blank=True,
+                             help_text="kind, label and settings of the judge (endpoint and model; never the API key)")
+    thresholds = models.JSONField(default=dict, blank=True)
+    versions = models.JSONField(default=dict, blank=True, help_text="code, model, judge and data set versions")
+
+    # What came out.
+    metrics = models.JSONField(default=dict, blank=True, help_text="metric key -> Metric/NotComputed .to_dict()")
+    verdict = models.CharField(max_length=12, choices=Verdict.choices, blank=True)
+    summary = models.JSONField(default=dict, blank=True, help_text="scoring.summary_verdict()")
+    examples = models.JSONField(default=list, blank=True, help_text="side-by-side examples, with the selection rule")
+    judge_result = models.JSONField(default=dict, blank=True, help_text="JudgeResult.to_dict() (every score)")
+    errors = models.JSONField(default=list, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["job", "-created_at"], name="valrun_job_recent")]
+
+    def __str__(self):
+        return f"validation of {self.job_id} ({self.status}{', ' + self.verdict if self.verdict else ''})"

@@ -1,0 +1,328 @@
+"""The validation report of a run, as one JSON document, and its HTML and PDF renderings.
+
+`report_document(run)` is the single source: the API returns it, the HTML template and the PDF
+read it, and it is stored as the job's `validation.json` artifact (the deployment package's model
+card reads its `summary` and `metrics` rows). Figures are formatted once here, so the three
+formats always agree.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.template.loader import render_to_string
+
+from validation import scoring
+
+SCHEMA = "brightrun.validation-report/1"
+PERCENT_KEYS = {scoring.EMOTION, scoring.RETENTION, scoring.BRAND_VOICE, scoring.WIN_RATE}
+LIMITATIONS = (
+    "Every interval is a 95% percentile bootstrap over the held-out items; below about 20 items it is "
+    "too narrow, and when all items agree it collapses to a point (marked 'degenerate').",
+    "The offline judge is an automatic proxy (rule-based rubric detectors plus sentence-embedding "
+    "similarity), not a human or LLM rating; read brand voice against the reference replies' own rate.",
+    "Perplexity, emotion recognition and replies come from the dataset's validation split, which is small "
+    "for a small dataset; knowledge retention uses the shipped 161-question set.",
+    "A report of a tiny test model says nothing about quality: its numbers only show the pipeline works.",
+)
+CURVE_KEYS = ("loss", "learning_rate")
+CURVE_MAX_POINTS = 200
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(x) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def fmt(value, key: str = "", *, signed: bool = False) -> str:
+    v = _num(value)
+    if v is None:
+        return "–"
+    if key in PERCENT_KEYS or key == "percent":
+        return f"{v:+.1%}" if signed else f"{v:.1%}"
+    if key == scoring.PERPLEXITY and not signed:
+        return f"{v:,.2f}"
+    return f"{v:+.3f}" if signed else f"{v:.3f}"
+
+
+def _interval(est: dict | None, key: str) -> str:
+    if not est:
+        return "–"
+    return f"[{fmt(est.get('low'), key)}, {fmt(est.get('high'), key)}]"
+
+
+def metric_row(m: dict[str, Any]) -> dict[str, Any]:
+    """One metric as the report shows it (and as the model card reads it)."""
+    key = m["key"]
+    row = {"key": key, "name": m["title"], "computed": bool(m.get("computed"))}
+    if not row["computed"]:
+        row.update({"status": "not computed", "reason": m.get("reason", ""), "value": None, "ci_low": None,
+                    "ci_high": None, "n": None, "value_text": "not computed", "ci_text": "–", "notes": []})
+        return row
+    value = m["value"]
+    rel = m.get("relative_improvement")
+    rel_text = "–"
+    if isinstance(rel, dict) and rel.get("computed") is False:
+        rel_text = "not computed: " + rel.get("reason", "")
+    elif isinstance(rel, dict):
+        rel_text = f"{fmt(rel.get('value'), 'percent', signed=True)} {_interval(rel, 'percent')}"
+    passed = m.get("passed")
+    row.update({
+        "status": "measured" if passed is None else ("pass" if passed else "fail"),
+        "value": value["value"], "ci_low": value["low"], "ci_high": value["high"], "n": value["n"],
+        "confidence": value.get("confidence", 0.95), "degenerate": value.get("degenerate", False),
+        "value_text": fmt(value["value"], key), "ci_text": _interval(value, key),
+        "base_text": f"{fmt((m.get('base') or {}).get('value'), key)} {_interval(m.get('base'), key)}" if m.get("base") else "–",
+        "adapted_text": (f"{fmt((m.get('adapted') or {}).get('value'), key)} {_interval(m.get('adapted'), key)}"
+                         if m.get("adapted") else "–"),
+        "difference_text": (f"{fmt(m['difference']['value'], key, signed=True)} {_interval(m['difference'], key)}"
+                            if m.get("difference") else "–"),
+        "relative_text": rel_text,
+        "threshold": m.get("threshold"), "threshold_text": fmt(m.get("threshold"), key) if m.get("threshold") is not None else "–",
+        "passed": passed, "conclusive": m.get("conclusive"), "higher_is_better": m.get("higher_is_better", True),
+        "notes": list(m.get("notes") or []),
+    })
+    wtl = (m.get("extra") or {}).get("win_tie_loss")
+    if wtl:
+        row["notes"].append("win / tie / loss: " + ", ".join(
+            f"{name} {fmt(wtl[name]['value'], 'percent')} {_interval(wtl[name], 'percent')}" for name in ("win", "tie", "loss")
+            if isinstance(wtl.get(name), dict)))
+    if passed is not None and not m.get("conclusive"):
+        row["notes"].append("borderline: the interval crosses the threshold")
+    return row
+
+
+def _summary_text(verdict: dict[str, Any], rows: list[dict]) -> str:
+    label = {"pass": "PASS", "fail": "FAIL", "incomplete": "INCOMPLETE"}.get(verdict.get("verdict"), "?")
+    parts = [f"Verdict: {label}."]
+    by_key = {r["key"]: r for r in rows}
+    for key in scoring.GATED:
+        r = by_key.get(key)
+        if r is None:
+            continue
+        if r["computed"]:
+            parts.append(f"{r['name']}: {r['value_text']} {r['ci_text']} (n={r['n']}, {r['status']}, "
+                         f"threshold {r['threshold_text']}).")
+        else:
+            parts.append(f"{r['name']}: not computed ({r['reason']}).")
+    if verdict.get("inconclusive"):
+        parts.append("Borderline (interval crosses the threshold): " + ", ".join(verdict["inconclusive"]) + ".")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- document
+
+
+def training_curve(job) -> dict[str, Any]:
+    points = list(job.metrics.order_by("step", "attempt").values_list("step", "values"))
+    latest: dict[int, dict] = {}
+    for step, values in points:  # a resumed job re-does steps: the last attempt's value wins
+        latest[step] = values or {}
+    steps = sorted(latest)
+    if len(steps) > CURVE_MAX_POINTS:
+        stride = len(steps) / CURVE_MAX_POINTS
+        steps = sorted({steps[int(i * stride)] for i in range(CURVE_MAX_POINTS)} | {steps[-1]})
+    series = {k: [[s, latest[s][k]] for s in steps if _num(latest[s].get(k)) is not None] for k in CURVE_KEYS}
+    return {"points": len(latest), "series": series,
+            "svg": {k: svg_polyline(v, title=k.replace("_", " ")) for k, v in series.items() if v}}
+
+
+def svg_polyline(points: list[list[float]], *, title: str, width: int = 560, height: int = 150) -> str:
+    """A small self-contained SVG line chart (no script, no external file)."""
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    pad = 30
+    sx = (width - 2 * pad) / ((x1 - x0) or 1)
+    sy = (height - 2 * pad) / ((y1 - y0) or 1)
+    coords = " ".join(f"{pad + (x - x0) * sx:.1f},{height - pad - (y - y0) * sy:.1f}" for x, y in points)
+    label = lambda v: f"{v:.3g}"  # noqa: E731
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            f'role="img" aria-label="{title}">'
+            f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>'
+            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>'
+            f'<polyline fill="none" stroke="#2563eb" stroke-width="1.5" points="{coords}"/>'
+            f'<text x="{pad}" y="{pad - 8}" font-size="11" fill="#333">{title} (step {label(x0)}–{label(x1)})</text>'
+            f'<text x="2" y="{pad + 4}" font-size="10" fill="#666">{label(y1)}</text>'
+            f'<text x="2" y="{height - pad}" font-size="10" fill="#666">{label(y0)}</text></svg>')
+
+
+def job_cost(job) -> dict[str, Any]:
+    try:
+        cost = job.cost  # billing.JobCost (one row per job), when billing recorded one
+    except Exception:  # noqa: BLE001 - no row (or no billing app): say so
+        return {"available": False, "reason": "billing recorded no cost for this job"}
+    return {"available": True, "cost": str(cost.cost), "estimate": str(cost.est_cost),
+            "estimate_low": str(cost.est_cost_low), "estimate_high": str(cost.est_cost_high),
+            "gpu_seconds": getattr(cost, "gpu_seconds", None), "provider": job.provider, "gpu_type": job.gpu_type,
+            "spot": job.spot}
+
+
+def report_document(run) -> dict[str, Any]:
+    job = run.job
+    rows = [metric_row(m) for m in (run.metrics or {}).values()]
+    verdict = dict(run.summary or {"verdict": run.verdict or "incomplete"})
+    verdict["label"] = {"pass": "Pass", "fail": "Fail", "incomplete": "Incomplete"}.get(verdict.get("verdict"), "–")
+    result = job.result or {}
+    doc = {
+        "schema": SCHEMA,
+        "summary": _summary_text(verdict, rows) if run.status == "completed" else f"Validation run {run.status}.",
+        "verdict": verdict,
+        "metrics": rows,
+        "metric_details": run.metrics,
+        "run": {"id": str(run.pk), "status": run.status, "trigger": run.trigger,
+                "requested_by": getattr(run.requested_by, "username", None),
+                "created_at": run.created_at.isoformat() if run.created_at else None,
+                "finished_at": run.finished_at.isoformat() if run.finished_at else None},
+        "job": {"id": str(job.pk), "name": job.name, "client": job.client, "status": job.status,
+                "base_model": job.base_model, "adapter_uri": job.adapter_uri, "dataset": job.dataset.name,
+                "dataset_id": str(job.dataset_id), "created_at": job.created_at.isoformat(),
+                "finished_at": job.finished_at.isoformat() if job.finished_at else None},
+        "configuration": {"preset": job.preset, "hyperparameters": job.hyperparameters, "gpu_type": job.gpu_type,
+                          "provider": job.provider, "spot": job.spot, "device": result.get("device"),
+                          "quantized_4bit": result.get("quantized_4bit"),
+                          "train_seconds": result.get("train_seconds"), "train_tokens": result.get("train_tokens"),
+                          "evaluation": (run.inputs or {}).get("pod_settings")},
+        "cost": job_cost(job),
+        "training_curve": training_curve(job),
+        "examples": run.examples or [],
+        "examples_rule": (run.inputs or {}).get("examples_rule", ""),
+        "judge": {k: v for k, v in (run.judge or {}).items() if k != "settings"}
+        | {"settings": {k: v for k, v in ((run.judge or {}).get("settings") or {}).items() if k != "rubric"}},
+        "thresholds": run.thresholds,
+        "inputs": run.inputs,
+        "versions": run.versions,
+        "errors": run.errors,
+        "limitations": list(LIMITATIONS),
+    }
+    return doc
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def render_html(document: dict[str, Any]) -> str:
+    """A standalone page (inline CSS and SVG; no script, no external file)."""
+    return render_to_string("dashboard/report_document.html", {"report": document})
+
+
+# --------------------------------------------------------------------------- PDF
+
+_PDF_REPLACEMENTS = {"–": "-", "—": "-", "’": "'", "‘": "'", "“": '"', "”": '"', "÷": "/", "…": "...", "≥": ">=",
+                     "≤": "<=", "×": "x", "•": "*", "→": "->", "\u00a0": " "}
+
+
+def _latin1(text: Any) -> str:
+    s = str(text if text is not None else "–")
+    for a, b in _PDF_REPLACEMENTS.items():
+        s = s.replace(a, b)
+    return s.encode("latin-1", "replace").decode("latin-1")
+
+
+def render_pdf(document: dict[str, Any]) -> bytes:
+    """The report as a PDF (fpdf2: pure Python, core fonts, no system libraries)."""
+    from fpdf import FPDF
+
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(auto=True, margin=15)
+    pdf.set_title(_latin1(f"Validation report: {document['job']['name']}"))
+    pdf.add_page()
+    w = pdf.epw
+
+    def heading(text, size=13):
+        pdf.ln(2)
+        pdf.set_font("Helvetica", "B", size)
+        pdf.multi_cell(w, 7, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", "", 9)
+
+    def para(text, size=9, style=""):
+        pdf.set_font("Helvetica", style, size)
+        pdf.multi_cell(w, 4.6, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+
+    job = document["job"]
+    heading(f"Validation report - {job['name']}", 16)
+    para(f"Job {job['id']} - base model {job['base_model']} - dataset {job['dataset']}"
+         f"{' - client ' + job['client'] if job['client'] else ''}")
+    para(f"Run {document['run']['id']} ({document['run']['trigger']}), finished {document['run']['finished_at']}")
+    heading(f"Verdict: {document['verdict'].get('label')}")
+    para(document["summary"])
+
+    heading("Metrics")
+    cols = (0.36, 0.14, 0.22, 0.08, 0.2)
+    pdf.set_font("Helvetica", "B", 8)
+    for text, c in zip(("metric", "value", "95% CI", "n", "result"), cols):
+        pdf.cell(w * c, 6, text, border=1)
+    pdf.ln()
+    pdf.set_font("Helvetica", "", 8)
+    for r in document["metrics"]:
+        cells = (r["name"], r["value_text"], r["ci_text"], r["n"] if r["n"] is not None else "–", r["status"])
+        for text, c in zip(cells, cols):
+            pdf.cell(w * c, 6, _latin1(text)[:int(c * 120)], border=1)
+        pdf.ln()
+        extra = []
+        if not r["computed"]:
+            extra.append("not computed: " + r["reason"])
+        else:
+            extra.append(f"base {r['base_text']}; adapted {r['adapted_text']}; relative {r['relative_text']}")
+        extra += r.get("notes") or []
+        pdf.set_font("Helvetica", "I", 7)
+        pdf.multi_cell(w, 3.8, _latin1("   " + " | ".join(extra)), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", "", 8)
+
+    curve = document["training_curve"]["series"]
+    for key, points in curve.items():
+        if len(points) < 2:
+            continue
+        heading(f"Training curve: {key.replace('_', ' ')}", 11)
+        x0, y_top, cw, ch = pdf.l_margin, pdf.get_y() + 2, w, 38
+        if y_top + ch > pdf.h - 20:
+            pdf.add_page()
+            y_top = pdf.get_y() + 2
+        xs = [p[0] for p in points]
+        ys = [p[1] for p in points]
+        sx = cw / ((max(xs) - min(xs)) or 1)
+        sy = ch / ((max(ys) - min(ys)) or 1)
+        pdf.set_draw_color(150, 150, 150)
+        pdf.rect(x0, y_top, cw, ch)
+        pdf.set_draw_color(37, 99, 235)
+        pdf.polyline([(x0 + (x - min(xs)) * sx, y_top + ch - (y - min(ys)) * sy) for x, y in points])
+        pdf.set_draw_color(0, 0, 0)
+        pdf.set_y(y_top + ch + 1)
+        para(f"steps {min(xs)}-{max(xs)}; min {min(ys):.4g}, max {max(ys):.4g}", 7)
+
+    heading("Configuration")
+    config = document["configuration"]
+    para(f"preset {config['preset']}; device {config.get('device')}; GPU {config['gpu_type']} ({config['provider']})")
+    para("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in (config["hyperparameters"] or {}).items()), 8)
+    para("evaluation: " + ", ".join(f"{k}={v}" for k, v in (config.get("evaluation") or {}).items()), 8)
+    judge = document["judge"]
+    para(f"judge: {judge.get('kind')} - {judge.get('label', '')}", 8)
+    para("thresholds: " + ", ".join(f"{k}={v}" for k, v in (document["thresholds"] or {}).items()), 8)
+    cost = document["cost"]
+    heading("Cost")
+    para(f"${cost['cost']} (estimate ${cost['estimate']}, range ${cost['estimate_low']}-${cost['estimate_high']})"
+         if cost.get("available") else cost.get("reason", "not available"))
+
+    heading("Side-by-side examples")
+    para(document["examples_rule"], 8, "I")
+    if not document["examples"]:
+        para("No examples: no reply was scored on both models.")
+    for ex in document["examples"]:
+        pdf.ln(1)
+        para(f"{ex['kind'].upper()} (judged gain {ex['judged_gain']:+.3f}) - item {ex['item_id']}", 9, "B")
+        for label, key in (("Client", "client_message"), ("Base", "base_reply"), ("Adapted", "adapted_reply"),
+                           ("Reference", "reference")):
+            para(f"{label}: {(ex.get(key) or '')[:1200]}", 8)
+
+    heading("Limitations")
+    for item in document["limitations"]:
+        para("- " + item, 8)
+    if document.get("errors"):
+        heading("Errors")
+        for e in document["errors"]:
+            para(e, 8)
+    return bytes(pdf.output())

@@ -1,0 +1,58 @@
+"""Reads of validation runs and reports, always scoped to an organization."""
+from __future__ import annotations
+
+from typing import Any
+
+from validation.models import RunStatus, ValidationRun
+
+
+def job_for_organization(*, organization, job_id):
+    from training.models import TrainingJob
+
+    return TrainingJob.objects.select_related("dataset").filter(pk=job_id, organization=organization).first()
+
+
+def validation_run_latest(*, job, completed: bool = True) -> ValidationRun | None:
+    runs = ValidationRun.objects.filter(job=job).select_related("job", "job__dataset", "requested_by")
+    if completed:
+        runs = runs.filter(status=RunStatus.COMPLETED)
+    return runs.order_by("-created_at").first()
+
+
+def validation_report(*, job) -> dict[str, Any] | None:
+    """The report document of the job's latest completed run (None when there is none)."""
+    from validation.report import report_document
+
+    run = validation_run_latest(job=job)
+    return report_document(run) if run else None
+
+
+def validation_runs_brief(*, job, limit: int = 10) -> list[dict[str, Any]]:
+    return list(ValidationRun.objects.filter(job=job).order_by("-created_at")
+                .values("id", "status", "verdict", "trigger", "created_at", "finished_at", "errors")[:limit])
+
+
+def reports_compare(*, organization, job_ids: list) -> dict[str, Any] | None:
+    """Two (or more) jobs' latest reports side by side, metric by metric. None when a job is not
+    the organization's (the caller answers 404)."""
+    sides = []
+    for job_id in job_ids:
+        job = job_for_organization(organization=organization, job_id=job_id)
+        if job is None:
+            return None
+        report = validation_report(job=job)
+        sides.append({"job": {"id": str(job.pk), "name": job.name, "base_model": job.base_model,
+                              "dataset": job.dataset.name, "status": job.status}, "report": report})
+    keys: list[tuple[str, str]] = []
+    for side in sides:
+        for m in (side["report"] or {}).get("metrics") or []:
+            if m["key"] not in [k for k, _ in keys]:
+                keys.append((m["key"], m["name"]))
+    rows = []
+    for key, name in keys:
+        cells = []
+        for side in sides:
+            found = [m for m in ((side["report"] or {}).get("metrics") or []) if m["key"] == key]
+            cells.append(found[0] if found else None)
+        rows.append({"key": key, "name": name, "cells": cells})
+    return {"reports": sides, "metrics": rows}

@@ -1,0 +1,336 @@
+"""Validation runs: read a completed job's evaluation.json, judge the replies, assemble the metrics
+with intervals and pass/fail, pick side-by-side examples, store the run and the report.
+
+- validation_run_for_job: the whole run, synchronously (the Celery task and tests call it).
+- validation_run_request + validation_run_execute: the on-demand path (the API creates a pending
+  run and a task executes it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from training.errors import DomainError
+from validation import scoring
+from validation.judges.base import ADAPTED, BASE, JudgeItem, JudgeResult
+from validation.models import RunStatus, RunTrigger, ValidationRun
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_RULE = ("The {k} items with the largest judged gain (adapted overall score minus base overall score) "
+                 "and the {k} with the largest judged loss, so the report shows where the adapter hurts as well "
+                 "as where it helps. Items the judge could not score on both replies are left out.")
+
+
+class ValidationNotReady(DomainError):
+    code = "validation_not_ready"
+    http_status = 409
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def current_thresholds() -> scoring.Thresholds:
+    return scoring.Thresholds(retention_min=float(settings.VALIDATION_RETENTION_MIN),
+                              brand_voice_min=float(settings.VALIDATION_BRAND_VOICE_MIN))
+
+
+def judge_config() -> dict[str, Any]:
+    """The configured judge as stored with a run: never the API key (only whether one was set)."""
+    kind = (settings.VALIDATION_JUDGE or "offline").strip().lower()
+    out: dict[str, Any] = {"kind": kind}
+    if kind == "llm":
+        out.update({"base_url": settings.VALIDATION_LLM_BASE_URL, "model": settings.VALIDATION_LLM_MODEL,
+                    "api_key_set": bool(settings.VALIDATION_LLM_API_KEY),
+                    "timeout_s": settings.VALIDATION_LLM_TIMEOUT_S, "max_retries": settings.VALIDATION_LLM_MAX_RETRIES})
+    return out
+
+
+def build_judge(rubric):
+    """The configured Judge, or (None, reason) when the configuration cannot make one."""
+    kind = (settings.VALIDATION_JUDGE or "offline").strip().lower()
+    if kind == "offline":
+        from validation.judges import OfflineJudge
+
+        return OfflineJudge(rubric), None
+    if kind == "llm":
+        if not settings.VALIDATION_LLM_BASE_URL or not settings.VALIDATION_LLM_MODEL:
+            return None, "VALIDATION_JUDGE=llm needs VALIDATION_LLM_BASE_URL and VALIDATION_LLM_MODEL"
+        from validation.judges import LLMJudge
+
+        return LLMJudge(base_url=settings.VALIDATION_LLM_BASE_URL, model=settings.VALIDATION_LLM_MODEL,
+                        api_key=settings.VALIDATION_LLM_API_KEY or None, rubric=rubric,
+                        timeout=settings.VALIDATION_LLM_TIMEOUT_S, max_retries=settings.VALIDATION_LLM_MAX_RETRIES), None
+    return None, f"VALIDATION_JUDGE={kind!r} is not a judge; use 'offline' or 'llm'"
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- the evaluation file
+
+
+def evaluation_load(job) -> tuple[dict[str, Any] | None, str]:
+    """The worker's evaluation.json for `job` (through storage), or (None, why not)."""
+    from artifacts.services import job_output_key
+    from artifacts.storage import StorageError, get_storage
+
+    storage = get_storage()
+    result = job.result or {}
+    uri = ((result.get("eval") or {}).get("evaluation_uri") or (result.get("artifacts") or {}).get("evaluation_uri"))
+    key = f"{job_output_key(job)}/evaluation.json"
+    if uri:
+        try:
+            key = storage.key_for_uri(uri)
+        except StorageError:
+            logger.warning("job %s: evaluation_uri %s is outside storage; trying the job prefix", job.pk, uri)
+    try:
+        return json.loads(storage.get_bytes(key)), ""
+    except StorageError:
+        return None, ("the worker stored no evaluation.json for this job (it may have been trained before "
+                      "per-item evaluation existed); retrain to measure these metrics")
+    except ValueError as exc:
+        return None, f"evaluation.json is not valid JSON: {exc}"
+
+
+def _part(doc: dict[str, Any] | None, name: str, missing: str) -> tuple[dict[str, Any] | None, str]:
+    if doc is None:
+        return None, missing
+    part = doc.get(name)
+    if not isinstance(part, dict):
+        return None, f"evaluation.json has no {name!r} section"
+    if part.get("not_computed"):
+        return None, f"not measured on the pod: {part['not_computed']}"
+    return part, ""
+
+
+def _flags(part: dict[str, Any] | None, model: str, normalized: bool | None = None) -> list[bool] | None:
+    """Per-item correctness; with `normalized` set, recomputed from the stored option scores."""
+    if part is None:
+        return None
+    out = []
+    for row in part.get("items") or []:
+        if normalized is None:
+            out.append(bool(row[f"{model}_correct"]))
+        else:
+            scores = row[model]
+            values = [lp / n if normalized else lp for lp, n in zip(scores["logprobs"], scores["n_tokens"])]
+            out.append(max(range(len(values)), key=values.__getitem__) == row["answer"])
+    return out
+
+
+def _accuracy(flags: list[bool] | None) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def evaluation_inputs(doc: dict[str, Any] | None, missing_reason: str, judge_result: JudgeResult | None,
+                      judge_missing: str) -> tuple[scoring.EvaluationInputs, dict[str, str]]:
+    """scoring.EvaluationInputs from the evaluation file; and sensitivity notes per metric key."""
+    missing: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    ppl, why = _part(doc, "perplexity", missing_reason)
+    base_ppl = adapted_ppl = None
+    if ppl is not None:
+        rows = ppl.get("conversations") or []
+        base_ppl = [(float(r["base_nll"]), int(r["tokens"])) for r in rows]
+        adapted_ppl = [(float(r["adapted_nll"]), int(r["tokens"])) for r in rows]
+        if not rows:
+            missing[scoring.PERPLEXITY] = "the worker scored no held-out conversation"
+    else:
+        missing[scoring.PERPLEXITY] = why
+    choice = {}
+    for name, key in (("emotion", scoring.EMOTION), ("knowledge", scoring.RETENTION)):
+        part, why = _part(doc, name, missing_reason)
+        if part is None:
+            missing[key] = why
+            choice[name] = (None, None)
+            continue
+        choice[name] = (_flags(part, "base"), _flags(part, "adapted"))
+        score = part.get("score", "sum")
+        other = score != "sum"  # the other reading: normalized when the run used the sum
+        alt_b, alt_a = _accuracy(_flags(part, "base", not other)), _accuracy(_flags(part, "adapted", not other))
+        if alt_b is not None:
+            notes[key] = (f"accuracy decided by the option's {'summed' if score == 'sum' else 'mean per-token'} "
+                          f"log-probability; with the {'mean per-token' if score == 'sum' else 'summed'} score "
+                          f"instead: base {alt_b:.1%}, adapted {alt_a:.1%}")
+    if judge_result is None:
+        missing["judge"] = judge_missing
+    return scoring.EvaluationInputs(
+        knowledge_base=choice["knowledge"][0], knowledge_adapted=choice["knowledge"][1],
+        emotion_base=choice["emotion"][0], emotion_adapted=choice["emotion"][1], judge_result=judge_result,
+        perplexity_base=base_ppl, perplexity_adapted=adapted_ppl, missing=missing), notes
+
+
+def judge_items(replies: dict[str, Any]) -> list[JudgeItem]:
+    items = []
+    for row in replies.get("items") or []:
+        context = tuple({"role": m["role"], "content": m["content"]} for m in (row.get("context") or [])[:-1])
+        items.append(JudgeItem(item_id=row["item_id"], client_message=row["client_message"],
+                               base_reply=(row.get("base") or {}).get("text"),
+                               adapted_reply=(row.get("adapted") or {}).get("text"),
+                               reference=row.get("reference"), context=context))
+    return items
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def examples_select(replies: dict[str, Any] | None, judge_result: JudgeResult | None, *, per_side: int) -> list[dict]:
+    """The `per_side` largest judged gains and the `per_side` largest losses (EXAMPLES_RULE)."""
+    if not replies or judge_result is None:
+        return []
+    base = judge_result.scores_for(BASE)
+    adapted = judge_result.scores_for(ADAPTED)
+    pairwise = {p.item_id: p for p in judge_result.pairwise}
+    scored = []
+    for row in replies.get("items") or []:
+        b, a = base.get(row["item_id"]), adapted.get(row["item_id"])
+        if not (b and a and b.overall is not None and a.overall is not None):
+            continue
+        scored.append((a.overall - b.overall, row, b, a))
+    scored.sort(key=lambda t: (-t[0], t[1]["item_id"]))
+    gains = [s for s in scored[:per_side] if s[0] > 0]
+    losses = [s for s in reversed(scored[-per_side:]) if s[0] < 0 and s not in gains]
+    if not gains and not losses:  # all ties: show the first few, labelled as such
+        gains = scored[:per_side]
+    out = []
+    for kind, chosen in (("gain", gains), ("loss", losses)):
+        for diff, row, b, a in chosen:
+            p = pairwise.get(row["item_id"])
+            out.append({
+                "kind": kind if diff else "tie", "item_id": row["item_id"], "judged_gain": diff,
+                "client_message": row["client_message"], "base_reply": row["base"]["text"],
+                "adapted_reply": row["adapted"]["text"], "reference": row.get("reference"),
+                "base_overall": b.overall, "adapted_overall": a.overall,
+                "base_on_voice": b.on_voice, "adapted_on_voice": a.on_voice,
+                "pairwise_winner": p.winner if p else None,
+            })
+    return out
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def validation_run_request(*, job_id, requested_by=None, trigger: str = RunTrigger.ON_DEMAND) -> ValidationRun:
+    """A pending run for a completed job (raises ValidationNotReady otherwise)."""
+    from training import states
+    from training.models import TrainingJob
+
+    job = TrainingJob.objects.filter(pk=job_id).first()
+    if job is None:
+        raise ValidationNotReady("no such job")
+    if job.status != states.COMPLETED:
+        raise ValidationNotReady(f"the job is {job.status}; a validation report needs a completed job")
+    return ValidationRun.objects.create(job=job, organization_id=job.organization_id, trigger=trigger,
+                                        requested_by=requested_by, thresholds=dataclasses.asdict(current_thresholds()),
+                                        judge=judge_config())
+
+
+def validation_run_for_job(*, job_id, trigger: str = RunTrigger.AUTOMATIC, requested_by=None) -> ValidationRun:
+    """Run the whole validation of a completed job now and store it (and its report)."""
+    run = validation_run_request(job_id=job_id, requested_by=requested_by, trigger=trigger)
+    return validation_run_execute(run_id=run.pk)
+
+
+def validation_run_execute(*, run_id) -> ValidationRun:
+    """Execute a pending run. A run that is not pending is returned unchanged (idempotent).
+    Never raises for a metric that cannot be computed; an unexpected error marks the run failed
+    with the reason."""
+    with transaction.atomic():
+        run = ValidationRun.objects.select_for_update().select_related("job", "job__dataset").get(pk=run_id)
+        if run.status != RunStatus.PENDING:
+            return run
+        run.status = RunStatus.RUNNING
+        run.started_at = timezone.now()
+        run.save(update_fields=["status", "started_at"])
+    try:
+        _execute(run)
+    except Exception as exc:  # noqa: BLE001 - the run records why it failed; the caller gets the run
+        logger.exception("validation run %s failed", run.pk)
+        run.status = RunStatus.FAILED
+        run.errors = list(run.errors or []) + [f"{type(exc).__name__}: {exc}"[:2000]]
+        run.finished_at = timezone.now()
+        run.save()
+    return run
+
+
+def _execute(run: ValidationRun) -> None:
+    from validation.rubric import build_rubric
+
+    job = run.job
+    doc, missing_reason = evaluation_load(job)
+    thresholds = scoring.Thresholds(**run.thresholds) if run.thresholds else current_thresholds()
+    replies, replies_missing = _part(doc, "replies", missing_reason)
+    judge_result = None
+    judge_missing = replies_missing
+    rubric = build_rubric(job.dataset.consultant_profile)
+    if replies is not None:
+        judge, why = build_judge(rubric)
+        if judge is None:
+            judge_missing = why
+        else:
+            judge_result = judge.score(judge_items(replies))
+            run.judge = {**run.judge, "label": judge_result.label, "settings": judge_result.settings}
+            run.judge_result = judge_result.to_dict()
+    inputs, notes = evaluation_inputs(doc, missing_reason, judge_result, judge_missing)
+    metrics = scoring.build_metrics(inputs, thresholds=thresholds, resamples=settings.VALIDATION_BOOTSTRAP_RESAMPLES,
+                                    seed=settings.VALIDATION_BOOTSTRAP_SEED)
+    for key, note in notes.items():
+        if isinstance(metrics.get(key), scoring.Metric):
+            metrics[key] = dataclasses.replace(metrics[key], notes=metrics[key].notes + (note,))
+    summary = scoring.summary_verdict(metrics)
+
+    per_side = settings.VALIDATION_EXAMPLES_PER_SIDE
+    run.metrics = {k: m.to_dict() for k, m in metrics.items()}
+    run.summary = summary
+    run.verdict = summary["verdict"]
+    run.examples = examples_select(replies, judge_result, per_side=per_side)
+    run.inputs = {
+        "evaluation_uri": ((job.result or {}).get("eval") or {}).get("evaluation_uri"),
+        "evaluation_found": doc is not None,
+        "evaluation_missing_reason": missing_reason or None,
+        "dataset": {"id": str(job.dataset_id), "name": job.dataset.name, "split": "validation",
+                    "val_conversations": job.dataset.val_conversations, "split_seed": job.dataset.split_seed,
+                    "val_fraction": job.dataset.val_fraction},
+        "pod_settings": (doc or {}).get("settings"),
+        "items": {name: ((doc or {}).get(name) or {}).get("n") for name in ("emotion", "knowledge", "replies")},
+        "held_out_conversations": (doc or {}).get("held_out_conversations"),
+        "examples_rule": EXAMPLES_RULE.format(k=per_side),
+        "bootstrap": {"resamples": settings.VALIDATION_BOOTSTRAP_RESAMPLES, "seed": settings.VALIDATION_BOOTSTRAP_SEED,
+                      "confidence": 0.95, "method": "percentile bootstrap"},
+    }
+    run.versions = {
+        "code": code_version(), "evaluation_file": (doc or {}).get("version"),
+        "base_model": job.base_model, "adapter_uri": job.adapter_uri,
+        "pod": (doc or {}).get("versions"), "judge": run.judge.get("settings", {}).get("embedding")
+        or {"prompt_version": run.judge.get("settings", {}).get("prompt_version")},
+        "rubric_unmatched_avoid": list(rubric.unmatched_avoid),
+    }
+    run.errors = [f"{k}: {v}" for k, v in ((doc or {}).get("errors") or {}).items()]
+    run.status = RunStatus.COMPLETED
+    run.finished_at = timezone.now()
+
+    from artifacts.services import report_artifact_store
+    from validation import report
+
+    # The report is stored before the run is saved as completed, so a completed run always has
+    # its JSON, HTML and PDF (a crash in between leaves the run `running`; run it again on demand).
+    document = report.report_document(run)
+    report_artifact_store(job_id=job.pk, report_json=document, html=report.render_html(document),
+                          pdf=report.render_pdf(document))
+    run.save()
