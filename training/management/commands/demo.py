@@ -3,7 +3,8 @@
 It never pretends: each step says what it did. Today: import the shipped sample dataset, build
 the tiny model from it, start the control plane's processes (embedded Redis, daphne, a Celery
 worker, Celery beat), train through them on the local provider (webhooks into the database),
-print where the adapter is, and stop everything.
+wait for the automatic validation report (base vs adapted, every metric with its interval),
+print where the adapter and the report are, and stop everything.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from training.management.commands.runall import Supervisor, process_commands
 from training.management.commands.train import Command as TrainCommand
 
 SAMPLE = Path(settings.BASE_DIR) / "training" / "sample_data" / "brightrun-sample.json"
+# The tiny CPU model's evaluating stage, kept small (a real model on a GPU uses the defaults).
+DEMO_POD_EVAL = {"POD_EVAL_MAX_REPLIES": "6", "POD_EVAL_MAX_NEW_TOKENS": "32", "POD_EVAL_MAX_EMOTION_ITEMS": "16"}
 # Small enough to finish in about a minute on two CPU cores, large enough to show a loss curve.
 DEMO_OVERRIDES = {"num_epochs": 2, "max_seq_len": 1024, "micro_batch_size": 2, "gradient_accumulation_steps": 1,
                   "lora_r": 8, "lora_alpha": 16, "learning_rate": 1e-3}
@@ -80,6 +83,8 @@ class Command(BaseCommand):
         started_redis = embedded.ensure_running()
         os.environ["PUBLIC_BASE_URL"] = base_url  # the worker builds the pod's callback URL from it
         settings.PUBLIC_BASE_URL = base_url
+        for key, value in DEMO_POD_EVAL.items():  # read by the worker when it builds the pod's spec
+            os.environ.setdefault(key, value)
         supervisor = Supervisor(process_commands("127.0.0.1", port, 2), lambda m: self.stdout.write(f"    {m}"),
                                 log_dir=Path(settings.VAR_DIR) / "log")
         supervisor.start()
@@ -109,12 +114,46 @@ class Command(BaseCommand):
                 self.stdout.write(f"    validation perplexity (assistant tokens, held-out conversations): base "
                                   f"{evaluation.get('base_perplexity'):.2f} -> adapted {evaluation.get('adapted_perplexity'):.2f}")
             self.stdout.write(f"    adapter: {job.adapter_uri}")
+            self.step("Validation report (run automatically by the worker after training)")
+            self._print_report(job, opts["timeout"])
         finally:
             self.step("Stopping the control plane")
             supervisor.stop()
             if started_redis:
                 embedded.stop()
         self.step(f"Done in {time.perf_counter() - t0:.1f} s")
+
+    def _print_report(self, job, timeout_s: float) -> None:
+        from artifacts.models import ModelArtifact
+        from validation import report
+        from validation.models import RunStatus, ValidationRun
+
+        deadline = time.monotonic() + timeout_s
+        run = None
+        while time.monotonic() < deadline:
+            run = ValidationRun.objects.filter(job=job).order_by("-created_at").first()
+            if run is not None and run.status in (RunStatus.COMPLETED, RunStatus.FAILED):
+                break
+            time.sleep(0.5)
+        else:
+            self.stdout.write(f"    no finished validation run after {timeout_s:.0f} s (status: "
+                              f"{run.status if run else 'not started'}); see var/log/worker.log")
+            return
+        if run.status == RunStatus.FAILED:
+            self.stdout.write(f"    the validation run failed: {'; '.join(run.errors) or 'see var/log/worker.log'}")
+            return
+        document = report.report_document(run)
+        self.stdout.write(f"    {document['summary']}")
+        for row in document["metrics"]:
+            if row["computed"]:
+                self.stdout.write(f"    {row['name']:<28} {row['value_text']:>10} {row['ci_text']:<24} n={row['n']:<4} "
+                                  f"{row['status']}")
+            else:
+                self.stdout.write(f"    {row['name']:<28} not computed: {row['reason']}")
+        self.stdout.write("    (a tiny random-weight model: these numbers exercise the pipeline, they say nothing "
+                          "about quality)")
+        for artifact in ModelArtifact.objects.filter(job=job, kind="report").order_by("name"):
+            self.stdout.write(f"    report: {artifact.uri}")
 
     def _wait_for_http(self, base_url: str, supervisor: Supervisor, timeout_s: float = 60) -> None:
         import urllib.request
