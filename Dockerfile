@@ -20,4 +20,6 @@ RUN pip install . && python manage.py collectstatic --noinput
 RUN useradd --create-home --uid 1000 app && mkdir -p /app/var && chown -R app /app/var
 USER app
 EXPOSE 8000
-CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]
+# The web processes as `manage.py runall` starts them: WEB_WORKERS daphne processes sharing the
+# port, each with a database connection pool (docs/performance.md).
+CMD ["python", "manage.py", "runall", "--only", "web", "--no-migrate", "--host", "0.0.0.0", "--port", "8000"]

@@ -3,7 +3,8 @@
 `training.broadcast` publishes after each commit.
 
 Every message is a JSON object with a `kind`: `snapshot` first, then `status`, `stage`,
-`metrics`, `progress`, `checkpoint`, `log`, `cost` as they happen. Metric points and progress
+`metrics`, `progress`, `checkpoint`, `log`, `cost` as they happen. (Internally a pod event's
+points and progress travel as one channel-layer message, split here.) Metric points and progress
 are coalesced so a client gets at most WS_METRICS_MAX_PER_S of them per job per second,
 however fast the pod reports; any other message first flushes what is pending, so the order of
 events is kept (the last points arrive before `completed`).
@@ -138,7 +139,11 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         payload = _normalize(event["payload"])
         if payload["kind"] in RATE_LIMITED:
             payload.pop("job_id", None)
+            # A pod event's points and the job's progress come as one message (pod_events).
+            progress = payload.pop("progress", None) if payload["kind"] == "metrics" else None
             self.coalescer.add(payload)
+            if progress:
+                self.coalescer.add(progress)
             return
         await self.coalescer.flush_now()
         await self.send_json(payload)

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Iterator
 
 from django.apps import apps
 from django.conf import settings
+from django.db import connection
 from django.db.models import Case, Count, F, FloatField, Max, Min, Q, QuerySet, Value, When, Window
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, RowNumber
@@ -134,21 +135,23 @@ def metric_series(*, job: TrainingJob, keys: Iterable[str] = SERIES_KEYS, max_po
 
     Downsampled in the database: steps are cut into (max_points - 2) / 2 equal buckets and each
     bucket keeps its lowest and its highest value (plus the first and the last point), so spikes
-    and the shape of the curve survive. One range query, then one query per series when
-    downsampling (one in all when the job is short): constant in the number of points.
+    and the shape of the curve survive. A constant number of queries whatever the length: the step
+    range (two index probes), a count that stops at max_points + 1, then, when downsampling, one
+    aggregate over the job's points for all series on PostgreSQL (one query per series elsewhere).
     """
     max_points = max(4, min(int(max_points or settings.METRIC_SERIES_MAX_POINTS), settings.METRIC_SERIES_MAX_POINTS_LIMIT))
     keys = [k for k in keys if k in EXPORT_KEYS]
     rows = job.metrics.all()
     if after_step is not None:
         rows = rows.filter(step__gt=after_step)
-    span = rows.aggregate(lo=Min("step"), hi=Max("step"), n=Count("id"))
+    span = rows.aggregate(lo=Min("step"), hi=Max("step"))
     lo, hi = span["lo"], span["hi"]
     result: dict[str, Any] = {"max_points": max_points, "downsampled": False, "first_step": lo, "last_step": hi,
                               "series": {k: [] for k in keys}}
     if lo is None:
         return result
-    if span["n"] <= max_points:
+    # Steps are unique per job: a span that fits needs no count; otherwise count at most max_points + 1.
+    if hi - lo + 1 <= max_points or rows.order_by()[: max_points + 1].count() <= max_points:
         for step, values in rows.order_by("step").values_list("step", "values"):
             for k in keys:
                 v = values.get(k) if isinstance(values, dict) else None
@@ -158,6 +161,9 @@ def metric_series(*, job: TrainingJob, keys: Iterable[str] = SERIES_KEYS, max_po
     result["downsampled"] = True
     buckets = max(1, (max_points - 2) // 2)
     width = hi - lo + 1
+    if connection.vendor == "postgresql" and keys:
+        result["series"] = _series_postgresql(job, keys, lo, buckets, width, after_step)
+        return result
     for k in keys:
         picked = (rows.annotate(v=_value(k)).filter(v__isnull=False)
                   .annotate(bucket=(F("step") - lo) * buckets / width)
@@ -170,6 +176,57 @@ def metric_series(*, job: TrainingJob, keys: Iterable[str] = SERIES_KEYS, max_po
                   .order_by("step").values_list("step", "v"))
         result["series"][k] = [[s, v] for s, v in picked]
     return result
+
+
+def _series_postgresql(job: TrainingJob, keys: list[str], lo: int, buckets: int, width: int,
+                       after_step: int | None) -> dict[str, list]:
+    """The same points as the window-function path (per bucket the lowest and the highest value,
+    ties to the earliest step; the first and the last point), in one pass without sorting: min and
+    max over ARRAY[value, step] pick a value and its step together."""
+    table = MetricPoint._meta.db_table
+    columns, params = [], []
+    for i, k in enumerate(keys):
+        columns.append(f"(\"values\" ->> %s)::double precision AS v{i}")
+        params.append(k)
+    aggregates = []
+    for i in range(len(keys)):
+        f = f"FILTER (WHERE v{i} IS NOT NULL)"
+        aggregates += [f"min(ARRAY[v{i}, step::double precision]) {f}", f"max(ARRAY[v{i}, -step::double precision]) {f}",
+                       f"min(ARRAY[step::double precision, v{i}]) {f}", f"max(ARRAY[step::double precision, v{i}]) {f}"]
+    where, where_params = "job_id = %s", [job.pk]
+    if after_step is not None:
+        where += " AND step > %s"
+        where_params.append(after_step)
+    sql = (f"SELECT {', '.join(aggregates)} FROM (SELECT step, (step - %s) * %s / %s AS bucket, {', '.join(columns)} "
+           f"FROM {table} WHERE {where}) AS points GROUP BY bucket")
+    picked: list[dict[int, float]] = [{} for _ in keys]
+    first: list[list | None] = [None] * len(keys)
+    last: list[list | None] = [None] * len(keys)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [lo, buckets, width, *params, *where_params])
+        for row in cursor.fetchall():
+            for i in range(len(keys)):
+                low, high, head, tail = row[4 * i: 4 * i + 4]
+                if low is None:
+                    continue
+                picked[i][int(low[1])] = low[0]
+                picked[i][int(-high[1])] = high[0]
+                if first[i] is None or head[0] < first[i][0]:
+                    first[i] = head
+                if last[i] is None or tail[0] > last[i][0]:
+                    last[i] = tail
+    series = {}
+    for i, k in enumerate(keys):
+        for end in (first[i], last[i]):
+            if end is not None:
+                picked[i][int(end[0])] = end[1]
+        series[k] = [[s, _as_number(picked[i][s])] for s in sorted(picked[i])]
+    return series
+
+
+def _as_number(value: float):
+    # JSON kept integers as integers (the window path returns the float cast): keep floats here too.
+    return float(value)
 
 
 def metric_points(*, job: TrainingJob, after_step: int | None = None) -> QuerySet[MetricPoint]:

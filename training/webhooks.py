@@ -4,6 +4,11 @@ Verify first, parse second: the job is found from the `webhook-id` header
 (`evt_<job uuid>_<attempt>_<seq>`), its secret checks the signature over the raw body, and only
 then is the body parsed. 400 malformed, 401 bad signature, 200 for accepted and for duplicates
 (the pod stops retrying either way), 404 unknown job, 410 for a finished job whose secret is revoked.
+
+The view is async: the database work (lookup, verification, storing and applying the event) runs
+in the request's worker thread, and the live updates it produces are then published to the channel
+layer from the server's event loop, before the answer (so a pod's next event is never published
+before this one), without holding a thread or a database connection while Redis answers.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import logging
 import re
 import uuid
 
+from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -19,7 +25,7 @@ from django.views.decorators.http import require_POST
 from gpu_worker import signing
 from gpu_worker.contracts import PodEvent
 from training.models import TrainingJob
-from training.services.pod_events import pod_event_ingest
+from training.services.pod_events import pod_event_ingest, pod_event_publish
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +39,7 @@ def _error(status: int, code: str, message: str) -> JsonResponse:
 
 @csrf_exempt
 @require_POST
-def pod_events(request):
+async def pod_events(request):
     body = request.body
     if len(body) > MAX_BODY_BYTES:
         return _error(413, "too_large", f"event body over {MAX_BODY_BYTES} bytes")
@@ -49,23 +55,32 @@ def pod_events(request):
         job_id = uuid.UUID(match["job"])
     except ValueError:
         return _error(400, "malformed", "webhook-id names no valid job id")
+    response, result = await sync_to_async(_verify_and_ingest)(job_id, msg_id, headers, body)
+    if result is not None and result.live:
+        await pod_event_publish(result.job_id, result.live, result.organization_id)
+    return response
+
+
+def _verify_and_ingest(job_id: uuid.UUID, msg_id: str, headers: dict, body: bytes):
+    """(response, IngestResult or None). Runs in the request's thread (database access)."""
     secret = TrainingJob.objects.filter(pk=job_id).values_list("webhook_secret", flat=True).first()
     if secret is None:
-        return _error(404, "unknown_job", "no such job")
+        return _error(404, "unknown_job", "no such job"), None
     if not secret:
         # The job is finished and its secret revoked; tell the pod to stop sending.
-        return _error(410, "job_finished", "the job is finished; events are no longer accepted")
+        return _error(410, "job_finished", "the job is finished; events are no longer accepted"), None
     try:
         signing.verify(secret, headers, body)
     except signing.SignatureError as exc:
         logger.warning("rejected pod event %s: %s", msg_id, exc)
-        return _error(401, "bad_signature", str(exc))
+        return _error(401, "bad_signature", str(exc)), None
     try:
         event = PodEvent.from_dict(json.loads(body))
     except (ValueError, TypeError) as exc:
-        return _error(400, "malformed", f"invalid event body: {exc}")
+        return _error(400, "malformed", f"invalid event body: {exc}"), None
     if event.job_id != str(job_id) or event.event_id != msg_id:
-        return _error(400, "malformed", "the body's job_id and event_id must match the webhook-id header")
-    result = pod_event_ingest(job_id=job_id, event=event)
+        return _error(400, "malformed", "the body's job_id and event_id must match the webhook-id header"), None
+    # The live updates come back to be published from the event loop (above), after the commit.
+    result = pod_event_ingest(job_id=job_id, event=event, publish=False)
     return JsonResponse({"stored": result.stored, "applied": result.applied, "duplicate": not result.stored,
-                         "status": result.status}, status=200)
+                         "status": result.status}, status=200), result

@@ -4,8 +4,11 @@
   end against every hard-capped budget it falls under (under the budgets' row locks), stores the
   estimate. Raises BudgetExceeded (a DomainError) to refuse: the caller's transaction then rolls
   back and no job exists.
-- `job_cost_update(job=)`: after every pod event, with the job row locked. Meters the job's cost to
-  now and pushes it to the job's websocket group on commit.
+- `job_cost_update(job=, status_changed=True)`: after every pod event, with the job row locked.
+  Meters the job's cost to now and pushes it to the job's websocket group on commit. An event that
+  moved nothing (metrics, logs, checkpoints: `status_changed=False`) meters only when the last
+  metering is older than BILLING_EVENT_METER_INTERVAL_S (5 s): a pod reports many times a second,
+  and the beat task meters every open job every 30 s anyway.
 - `job_settle(job_id=)`: on commit after a terminal state. Final metering, releases the
   reservation (the month now counts the actual cost), sets actual duration and cost beside the
   estimate and, for a completed job, records its measured throughput and recalibrates.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -79,9 +83,27 @@ def job_admit(*, job) -> None:
                            **_estimate_fields(est))
 
 
-def job_cost_update(*, job) -> None:
-    """Called with the job row locked after every pod event was applied."""
+def _metered_recently(job, now) -> bool:
+    """Whether the job's cost was metered less than BILLING_EVENT_METER_INTERVAL_S ago, judged
+    from a `cost` row the caller selected with the job (select_related), else from the database."""
+    interval = getattr(settings, "BILLING_EVENT_METER_INTERVAL_S", 0)
+    if interval <= 0:
+        return False
+    cached = job._state.fields_cache.get("cost")
+    if cached is not None:
+        metered_at = cached.metered_at
+    else:
+        metered_at = JobCost.objects.filter(job_id=job.pk).values_list("metered_at", flat=True).first()
+    return metered_at is not None and (now - metered_at).total_seconds() < interval
+
+
+def job_cost_update(*, job, status_changed: bool = True) -> None:
+    """Called with the job row locked after every pod event was applied. `status_changed=False`
+    (the event moved nothing): skipped when the job was metered less than
+    BILLING_EVENT_METER_INTERVAL_S ago."""
     now = timezone.now()
+    if not status_changed and _metered_recently(job, now):
+        return
     cost = JobCost.objects.select_for_update().filter(job_id=job.pk).first()
     if cost is None:
         job_cost_create(job=job, now=now)

@@ -13,5 +13,6 @@ from .billing import *  # noqa: F401,F403
 from .artifacts import *  # noqa: F401,F403
 from .dashboard import *  # noqa: F401,F403
 from .finetuning import *  # noqa: F401,F403
-from .security import *  # noqa: F401,F403
 from .validation import *  # noqa: F401,F403
+from .security import *  # noqa: F401,F403
+from .serving import *  # noqa: F401,F403

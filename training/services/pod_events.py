@@ -3,11 +3,13 @@ job's row lock by one handler per event type. A late or repeated event never mov
 backwards, and events for a finished job change nothing."""
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
 from typing import Any, Callable
 
+from asgiref.sync import async_to_sync
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -15,7 +17,7 @@ from billing import services as billing
 from gpu_worker import contracts
 from gpu_worker.contracts import PodEvent
 from training import states
-from training.broadcast import broadcast_job_update
+from training.broadcast import job_group, org_jobs_group
 from training.models import Checkpoint, JobEvent, MetricPoint, TrainingJob
 from training.services.jobs import _move, job_stopped
 
@@ -29,6 +31,10 @@ class IngestResult:
     stored: bool      # False: a duplicate (already stored), nothing done
     applied: bool     # False: stored for the record but changed nothing (stale attempt, finished job)
     status: str
+    # With publish=False: the committed live updates the caller must publish (pod_event_publish).
+    live: tuple = ()
+    job_id: str = ""
+    organization_id: Any = None
 
 
 def _pod_time(event: PodEvent) -> datetime | None:
@@ -140,12 +146,27 @@ def interruption_record(job: TrainingJob, *, checkpoint_uri: str | None, step: i
     return _move(job, states.INTERRUPTED, reason=reason, data={"checkpoint_uri": checkpoint_uri, "step": step})
 
 
-def pod_event_ingest(*, job_id, event: PodEvent) -> IngestResult:
+def _field_values(job: TrainingJob) -> dict[str, Any]:
+    # Shallow copies of the JSON values, so a handler that changes one in place is still seen.
+    return {f.attname: copy.copy(getattr(job, f.attname)) for f in job._meta.concrete_fields if not f.primary_key}
+
+
+def _changed_fields(job: TrainingJob, before: dict[str, Any]) -> list[str]:
+    return [name for name, value in before.items() if getattr(job, name) != value]
+
+
+def pod_event_ingest(*, job_id, event: PodEvent, publish: bool = True) -> IngestResult:
     """Store `event` once and apply it. Safe to call with the same event any number of times,
-    concurrently, in any order."""
+    concurrently, in any order.
+
+    Its live updates go to the channel layer after commit; with `publish=False` (the async webhook
+    view) they are returned in `live` for the caller to send with `pod_event_publish`, unless an
+    outer transaction is still open (then they still wait for its commit here)."""
     live: list[dict[str, Any]] = []
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        # The job's cost row comes in the same query (not locked): billing decides from its
+        # `metered_at` whether this event needs a metering (see job_cost_update).
+        job = TrainingJob.objects.select_for_update(of=("self",)).select_related("cost").get(pk=job_id)
         try:
             with transaction.atomic():
                 JobEvent.objects.create(
@@ -158,16 +179,45 @@ def pod_event_ingest(*, job_id, event: PodEvent) -> IngestResult:
         # Only the current attempt's pod speaks for the job; a finished job hears nobody.
         if job.is_terminal or event.attempt != job.attempt:
             return IngestResult(stored=True, applied=False, status=job.status)
+        before = _field_values(job)
         HANDLERS[event.type](job, event, live)
         job.last_event_at = timezone.now()
-        job.save()
-        billing.job_cost_update(job=job)
+        # Only what changed: a metrics event writes a few columns, not the whole row.
+        job.save(update_fields=[*_changed_fields(job, before), "updated_at"])
+        billing.job_cost_update(job=job, status_changed=job.status != before["status"])
         status = job.status
         job_pk, org_id = str(job.pk), job.organization_id
         progress = {"kind": "progress", "status": status, "step": job.current_step, "total_steps": job.total_steps,
                     "loss": job.last_loss, "eta_s": job.eta_s}
     for payload in live:
-        transaction.on_commit(lambda p=payload: broadcast_job_update(job_pk, p, org_id))
-    if any(p["kind"] == "metrics" for p in live):
-        transaction.on_commit(lambda: broadcast_job_update(job_pk, progress, org_id))
-    return IngestResult(stored=True, applied=True, status=status)
+        if payload["kind"] == "metrics":
+            # One message instead of two: the job's consumer splits it (training.consumers) and the
+            # organization's list gets the progress alone (pod_event_publish).
+            payload["progress"] = progress
+    if live and (publish or transaction.get_connection().in_atomic_block):
+        payloads = tuple(live)
+        transaction.on_commit(lambda: async_to_sync(pod_event_publish)(job_pk, payloads, org_id))
+        live = []
+    return IngestResult(stored=True, applied=True, status=status, live=tuple(live), job_id=job_pk,
+                        organization_id=org_id)
+
+
+async def pod_event_publish(job_id: str, payloads, organization_id) -> None:
+    """Send one event's live updates as training.broadcast does (every payload to the job's
+    group; status/progress/cost also to the organization's list), in order, in one trip to the
+    event loop: this runs once per pod event."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for payload in payloads:  # sequential: a client sees them in this order
+        sends = [(job_group(job_id), payload)]
+        listed = payload.get("progress") if payload.get("kind") == "metrics" else payload
+        if organization_id is not None and listed and listed.get("kind") in {"status", "progress", "cost"}:
+            sends.append((org_jobs_group(organization_id), {**listed, "job_id": str(job_id)}))
+        for group, message in sends:
+            try:
+                await layer.group_send(group, {"type": "job.update", "payload": message})
+            except Exception:  # noqa: BLE001 - live updates are best effort; the database is the truth
+                logger.warning("could not publish to %s", group, exc_info=True)

@@ -3,33 +3,90 @@ them all on Ctrl-C: embedded Redis (when REDIS_URL is unset), daphne, a Celery w
 
 Each child runs in its own process group; on SIGINT/SIGTERM every group gets SIGTERM, then
 SIGKILL after a grace period, so no process is left behind.
+
+Serving: daphne runs the ASGI application in one process, and Django runs every sync view of that
+process on one thread, one request after another. With `WEB_WORKERS` > 1 (`--web-workers`) this
+command opens the listening socket itself and starts that many daphne processes on it
+(`daphne -e systemd:domain=INET:index=0`, socket activation): the kernel hands each new connection to one of them, and websockets
+keep working in every process because they meet through the Redis channel layer. The container
+runs the same thing (`manage.py runall --only web`, see docker-compose.yml and docs/performance.md).
 """
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from config import embedded
 
 GRACE_S = 10.0
 
 
-def process_commands(host: str, port: int, concurrency: int) -> dict[str, list[str]]:
+LISTEN_FD = "{listen_fd}"  # replaced by the shared listening socket's descriptor when started
+# daphne adopts an inherited socket through Twisted's systemd endpoint (sd_listen_fds: descriptor
+# 3, LISTEN_FDS=1, LISTEN_FDNAMES, LISTEN_PID = its own pid). This trampoline puts the shared socket there and
+# execs daphne in the same process, so the pid matches.
+SOCKET_ACTIVATION = (
+    "import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.set_inheritable(3, True); "
+    "os.environ.update(LISTEN_FDS='1', LISTEN_FDNAMES='web', LISTEN_PID=str(os.getpid())); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
+)
+PROCESSES = ("web", "worker", "beat")
+
+
+class Commands(dict):
+    """name -> argv; `listen` = (host, port) when the web processes share a socket opened by the
+    supervisor (their argv holds LISTEN_FD)."""
+
+    listen: tuple[str, int] | None = None
+    env: dict[str, dict[str, str]]  # name -> extra environment of that process
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.env = {}
+
+
+def process_commands(host: str, port: int, concurrency: int, web_workers: int | None = None,
+                     only: tuple[str, ...] = PROCESSES) -> Commands:
     py = sys.executable
-    return {
-        "web": [py, "-m", "daphne", "-b", host, "-p", str(port), "config.asgi:application"],
-        "worker": [py, "-m", "celery", "-A", "config", "worker", "-l", "INFO", "--concurrency", str(concurrency),
-                   "-n", f"worker-{os.getpid()}@%h"],
-        "beat": [py, "-m", "celery", "-A", "config", "beat", "-l", "INFO",
-                 "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
-    }
+    web_workers = max(1, int(settings.WEB_WORKERS if web_workers is None else web_workers))
+    commands = Commands()
+    if "web" in only:
+        if web_workers == 1:
+            commands["web"] = [py, "-m", "daphne", "-b", host, "-p", str(port), "config.asgi:application"]
+        else:
+            domain = "INET6" if ":" in host else "INET"
+            for n in range(1, web_workers + 1):
+                commands[f"web-{n}"] = [py, "-c", SOCKET_ACTIVATION, LISTEN_FD, "-m", "daphne",
+                                        "-e", f"systemd:domain={domain}:index=0", "config.asgi:application"]
+            commands.listen = (host, port)
+        # A connection pool per served process (see config/settings/serving.py), unless set.
+        for name in commands:
+            commands.env[name] = {"DATABASE_POOL": os.environ.get("DATABASE_POOL", "1")}
+    if "worker" in only:
+        commands["worker"] = [py, "-m", "celery", "-A", "config", "worker", "-l", "INFO", "--concurrency",
+                              str(concurrency), "-n", f"worker-{os.getpid()}@%h"]
+    if "beat" in only:
+        commands["beat"] = [py, "-m", "celery", "-A", "config", "beat", "-l", "INFO",
+                            "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"]
+    return commands
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
 
 
 class Supervisor:
@@ -38,9 +95,17 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen] = {}
         self.log = log
         self.log_dir = log_dir  # None: the children write to this terminal
+        self.socket: socket.socket | None = None
 
     def start(self):
+        listen = getattr(self.commands, "listen", None)
+        pass_fds: tuple[int, ...] = ()
+        if listen is not None:
+            self.socket = listening_socket(*listen)
+            pass_fds = (self.socket.fileno(),)
         for name, argv in self.commands.items():
+            if pass_fds:
+                argv = [a.replace(LISTEN_FD, str(pass_fds[0])) for a in argv]
             output = None
             where = ""
             if self.log_dir is not None:
@@ -48,8 +113,10 @@ class Supervisor:
                 path = self.log_dir / f"{name}.log"
                 output = open(path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
                 where = f", log {path}"
-            self.children[name] = subprocess.Popen(argv, start_new_session=True, stdout=output,
-                                                   stderr=subprocess.STDOUT if output else None)
+            env = {**os.environ, **getattr(self.commands, "env", {}).get(name, {})}
+            self.children[name] = subprocess.Popen(argv, start_new_session=True, stdout=output, env=env,
+                                                   stderr=subprocess.STDOUT if output else None,
+                                                   pass_fds=pass_fds if LISTEN_FD in " ".join(self.commands[name]) else ())
             self.log(f"started {name} (pid {self.children[name].pid}{where})")
 
     def first_exited(self) -> str | None:
@@ -77,6 +144,9 @@ class Supervisor:
             except ProcessLookupError:
                 pass
             proc.wait()
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
 
 
 class Command(BaseCommand):
@@ -86,6 +156,10 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--concurrency", type=int, default=2)
+        parser.add_argument("--web-workers", type=int, default=None,
+                            help="daphne processes sharing the port (default: the WEB_WORKERS setting)")
+        parser.add_argument("--only", default=",".join(PROCESSES),
+                            help="comma-separated subset of web,worker,beat (a container runs one each)")
         parser.add_argument("--no-migrate", action="store_true")
 
     def handle(self, *args, **opts):
@@ -94,7 +168,12 @@ class Command(BaseCommand):
             self.stdout.write(f"embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}")
         if not opts["no_migrate"]:
             call_command("migrate", verbosity=0)
-        supervisor = Supervisor(process_commands(opts["host"], opts["port"], opts["concurrency"]), self.stdout.write)
+        only = tuple(p.strip() for p in opts["only"].split(",") if p.strip())
+        unknown = set(only) - set(PROCESSES)
+        if unknown or not only:
+            raise CommandError(f"--only takes a comma-separated subset of {','.join(PROCESSES)}")
+        commands = process_commands(opts["host"], opts["port"], opts["concurrency"], opts["web_workers"], only)
+        supervisor = Supervisor(commands, self.stdout.write)
         stopping = False
 
         def on_signal(signum, _frame):
@@ -104,7 +183,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         supervisor.start()
-        self.stdout.write(f"dashboard and API on http://{opts['host']}:{opts['port']}/  (Ctrl-C stops everything)")
+        if "web" in only:
+            self.stdout.write(f"dashboard and API on http://{opts['host']}:{opts['port']}/  (Ctrl-C stops everything)")
         try:
             while not stopping:
                 exited = supervisor.first_exited()

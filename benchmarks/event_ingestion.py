@@ -1,0 +1,349 @@
+"""Pod-event ingestion: events/s through POST /api/v1/pod-events/ and POST-to-websocket latency.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/brightrun REDIS_URL=redis://127.0.0.1:6379/0 \\
+      .venv/bin/python benchmarks/event_ingestion.py [--jobs 50] [--events-per-job 400] [--rate 1000]
+
+Against the real served processes (`manage.py runall --only web`: daphne, as deployed, WEB_WORKERS
+processes), a dedicated PostgreSQL database (`brightrun_bench`, dropped at the end) and Redis
+(database 7). 50 simulated jobs (pods) each send their own stream sequentially, as a pod's sender
+thread does: the stage changes, then metrics every step with a checkpoint every 50 steps and a log
+line every 100, each signed with the job's secret (Standard Webhooks). One websocket client per job
+(a logged-in session, `/ws/jobs/<id>/`), in a separate process, records when it first sees each
+step.
+
+Two phases on the same jobs:
+  saturate  every pod sends as fast as the server answers (closed loop): sustained events/s
+  paced     the pods together offer `--rate` events/s (open loop): latency at that load
+
+Lost = sent and answered 200 but missing from the database (JobEvent, MetricPoint) or never
+received by the job's websocket client.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import _support as S  # noqa: E402
+
+CHECKPOINT_EVERY = 50
+LOG_EVERY = 100
+
+
+# ----------------------------------------------------------------------------- seed
+
+def seed(n_jobs: int) -> dict:
+    """Organization, user with a session, dataset and `n_jobs` jobs launched (provisioning)."""
+    import secrets as pysecrets
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.db import transaction
+
+    from accounts.services import membership_grant, organization_get_or_create
+    from billing.services.jobs import job_cost_create
+    from training.models import TrainingJob
+    from training.providers import pod_name
+    from training.services.datasets import dataset_import
+    from training.services.jobs import _move
+
+    org = organization_get_or_create(slug="bench", name="Bench")
+    user = get_user_model().objects.create_user("bench", password="bench-pass-1")
+    membership_grant(user=user, organization=org, role="admin")
+    sample = S.ROOT / "training" / "sample_data" / "brightrun-sample.json"
+    dataset = dataset_import(organization=org, source=sample.read_bytes(), filename="sample.json").dataset
+    jobs = []
+    for i in range(n_jobs):
+        job = TrainingJob.objects.create(
+            organization=org, created_by=user, dataset=dataset, name=f"bench-{i}", base_model="meta-llama/Meta-Llama-3-8B-Instruct",
+            preset="balanced", hyperparameters={"num_epochs": 1}, provider="runpod", gpu_type="NVIDIA H100 80GB HBM3",
+            status="queued", attempt=1, webhook_secret=pysecrets.token_urlsafe(32))
+        with transaction.atomic():
+            job = TrainingJob.objects.select_for_update().get(pk=job.pk)
+            job.pod_name = job.pod_id = pod_name(job.pk, 1)
+            job.launched_at = job.created_at
+            _move(job, "provisioning", reason="bench launch")
+        job_cost_create(job=job)
+        jobs.append({"id": str(job.pk), "secret": job.webhook_secret})
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    return {"jobs": jobs, "session": store.session_key, "cookie": settings.SESSION_COOKIE_NAME}
+
+
+def job_stream(job: dict, first_seq: int, first_step: int, n_events: int, with_stages: bool) -> list[tuple]:
+    """[(seq, type, step, body, headers)] of one pod, signed now."""
+    from gpu_worker import signing
+    from gpu_worker.contracts import PodEvent
+
+    out = []
+    seq, step = first_seq, first_step
+    total_steps = 100_000
+
+    def add(type_, step_, data):
+        nonlocal seq
+        event = PodEvent(event_id=f"evt_{job['id']}_1_{seq}", job_id=job["id"], attempt=1, seq=seq, type=type_,
+                         timestamp=time.time(), step=step_, data=data)
+        body = event.to_json()
+        body = body if isinstance(body, bytes) else body.encode()
+        out.append((seq, type_, step_, body, signing.sign_headers(job["secret"], event.event_id, body)))
+        seq += 1
+
+    if with_stages:
+        for stage in ("preprocessing", "model_loading", "training"):
+            add("stage_changed", 0, {"stage": stage})
+    while len(out) < n_events:
+        loss = 2.5 * (0.999 ** step) + 0.3
+        add("metrics", step, {"step": step, "total_steps": total_steps, "epoch": step / 2000, "loss": round(loss, 5),
+                              "learning_rate": 0.0002, "grad_norm": 0.41, "tokens": 16210, "loss_tokens": 9874,
+                              "tokens_per_s": 4210.5, "eta_s": (total_steps - step) * 0.5, "gpu_memory_mb": 11234.0})
+        if step % CHECKPOINT_EVERY == 0:
+            add("checkpoint_saved", step, {"step": step, "epoch": step / 2000, "bytes": 168213377,
+                                           "uri": f"s3://bucket/jobs/{job['id']}/checkpoints/step-{step}"})
+        if step % LOG_EVERY == 0:
+            add("log", step, {"level": "info", "stage": "training", "message": f"step {step}: all good"})
+        step += 1
+    return out
+
+
+# ----------------------------------------------------------------------------- websocket clients
+
+def ws_process(port: int, jobs: list[str], cookie: str, conn) -> None:
+    """One websocket per job; records the first arrival time (time.monotonic, system-wide) of every
+    metric step and checkpoint step. Sends 'ready', waits for the expected steps, returns what it saw."""
+    import websockets
+
+    seen: dict[str, dict[int, float]] = {j: {} for j in jobs}
+    ckpt: dict[str, dict[int, float]] = {j: {} for j in jobs}
+    stages: dict[str, int] = {j: 0 for j in jobs}
+    messages = [0]
+
+    async def client(job_id: str, ready: asyncio.Event, counter: list):
+        url = f"ws://127.0.0.1:{port}/ws/jobs/{job_id}/"
+        async with websockets.connect(url, additional_headers={"Cookie": cookie}, origin=f"http://127.0.0.1:{port}",
+                                      max_size=None, ping_interval=None) as ws:
+            first = json.loads(await ws.recv())
+            assert first["kind"] == "snapshot", first
+            counter[0] += 1
+            if counter[0] == len(jobs):
+                ready.set()
+            mine, mine_ckpt = seen[job_id], ckpt[job_id]
+            async for raw in ws:
+                now = time.monotonic()
+                messages[0] += 1
+                msg = json.loads(raw)
+                kind = msg.get("kind")
+                if kind == "metrics":
+                    for p in msg.get("points") or ():
+                        mine.setdefault(int(p["step"]), now)
+                elif kind == "checkpoint":
+                    mine_ckpt.setdefault(int(msg["step"]), now)
+                elif kind in ("stage", "status"):
+                    stages[job_id] += 1
+
+    async def main():
+        ready = asyncio.Event()
+        counter = [0]
+        tasks = [asyncio.ensure_future(client(j, ready, counter)) for j in jobs]
+        await asyncio.wait_for(ready.wait(), 60)
+        conn.send("ready")
+        loop = asyncio.get_running_loop()
+        expected = await loop.run_in_executor(None, conn.recv)  # {job: (metric steps, checkpoint steps)}
+        deadline = time.monotonic() + expected.pop("_wait_s", 10)
+        while time.monotonic() < deadline:
+            if all(len(seen[j]) >= m and len(ckpt[j]) >= c for j, (m, c) in expected.items()):
+                break
+            await asyncio.sleep(0.05)
+        for t in tasks:
+            t.cancel()
+        conn.send({"seen": seen, "ckpt": ckpt, "stages": stages, "messages": messages[0]})
+
+    asyncio.run(main())
+
+
+# ----------------------------------------------------------------------------- senders
+
+async def send_all(port: int, streams: dict[str, list[tuple]], rate: float | None) -> dict:
+    import aiohttp
+
+    url = f"http://127.0.0.1:{port}/api/v1/pod-events/"
+    sent: dict[str, dict] = {j: {} for j in streams}          # job -> {(type, step): t_send}
+    http_lat: list[float] = []
+    statuses: dict[int, int] = {}
+    per_job_rate = (rate / len(streams)) if rate else None
+
+    async def pod(session, job_id, stream, offset):
+        mine = sent[job_id]
+        start = time.monotonic() + offset
+        for i, (seq, type_, step, body, headers) in enumerate(stream):
+            if per_job_rate:
+                due = start + i / per_job_rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            t0 = time.monotonic()
+            for attempt in range(5):  # a pod retries connection errors
+                try:
+                    async with session.post(url, data=body, headers={**headers, "Content-Type": "application/json"}) as r:
+                        await r.read()
+                        status = r.status
+                    break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            else:
+                status = 0
+            t1 = time.monotonic()
+            http_lat.append(t1 - t0)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                mine[(type_, step)] = t0
+
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        n = len(streams)
+        t_start = time.monotonic()
+        await asyncio.gather(*(pod(session, j, s, (k / n) / (per_job_rate or 1e9)) for k, (j, s) in enumerate(streams.items())))
+        elapsed = time.monotonic() - t_start
+    total = sum(len(s) for s in streams.values())
+    return {"sent": sent, "elapsed": elapsed, "events": total, "http_lat": http_lat, "statuses": statuses}
+
+
+# ----------------------------------------------------------------------------- one run
+
+def run_once(*, n_jobs: int, events_per_job: int, paced_per_job: int, rate: float, web_workers: int | None,
+             log_dir: Path) -> dict:
+    S.database_recreate()
+    S.django_setup()
+    from django.db import connection
+
+    info = seed(n_jobs)
+    connection.close()
+    jobs = [j["id"] for j in info["jobs"]]
+    extra = ["--web-workers", str(web_workers)] if web_workers else []
+    results = {}
+    with S.Served(log_dir / "web.log", extra_args=extra) as served:
+        results["command"] = served.command
+        parent, child = mp.Pipe()
+        proc = mp.get_context("spawn").Process(target=ws_process, args=(served.port, jobs, f"{info['cookie']}={info['session']}", child))
+        proc.start()
+        if not parent.poll(90):
+            raise RuntimeError("websocket clients did not connect")
+        assert parent.recv() == "ready"
+        phases = [("saturate", events_per_job, None, True), ("paced", paced_per_job, rate, False)]
+        seq_next = {j["id"]: 1 for j in info["jobs"]}
+        step_next = {j["id"]: 1 for j in info["jobs"]}
+        all_sent: dict[str, dict] = {j: {} for j in jobs}
+        for name, per_job, phase_rate, stages in phases:
+            if per_job <= 0:
+                continue
+            streams = {}
+            for j in info["jobs"]:
+                stream = job_stream(j, seq_next[j["id"]], step_next[j["id"]], per_job, stages)
+                seq_next[j["id"]] = stream[-1][0] + 1
+                step_next[j["id"]] = max(s[2] for s in stream) + 1
+                streams[j["id"]] = stream
+            out = asyncio.run(send_all(served.port, streams, phase_rate))
+            for j in jobs:
+                all_sent[j].update(out["sent"][j])
+            results[name] = out
+            time.sleep(1.0)
+        expected = {j: (sum(1 for k in all_sent[j] if k[0] == "metrics"),
+                        sum(1 for k in all_sent[j] if k[0] == "checkpoint_saved")) for j in jobs}
+        parent.send({**expected, "_wait_s": 15})
+        got = parent.recv() if parent.poll(60) else {"seen": {}, "ckpt": {}, "stages": {}, "messages": 0}
+        proc.join(10)
+    S.django_setup()
+    from training.models import JobEvent, MetricPoint
+
+    results["db_events"] = JobEvent.objects.filter(source=JobEvent.SOURCE_POD).count()
+    results["db_points"] = MetricPoint.objects.count()
+    results["ws"] = got
+    results["all_sent"] = all_sent
+    connection.close()
+    return results
+
+
+def summarize(res: dict, rate: float) -> list[list]:
+    rows = []
+    got = res["ws"]
+    for name in ("saturate", "paced"):
+        out = res.get(name)
+        if not out:
+            continue
+        lat_metrics, lat_ckpt, missing_ws = [], [], 0
+        for job, sent in out["sent"].items():
+            seen, ck = got["seen"].get(job, {}), got["ckpt"].get(job, {})
+            for (type_, step), t0 in sent.items():
+                if type_ == "metrics":
+                    if step in seen:
+                        lat_metrics.append(seen[step] - t0)
+                    else:
+                        missing_ws += 1
+                elif type_ == "checkpoint_saved":
+                    if step in ck:
+                        lat_ckpt.append(ck[step] - t0)
+                    else:
+                        missing_ws += 1
+        ok = out["statuses"].get(200, 0)
+        rows.append([name, "max" if name == "saturate" else f"{rate:,.0f}", out["events"], ok,
+                     out["events"] / out["elapsed"], S.percentile(out["http_lat"], 50) * 1000,
+                     S.percentile(out["http_lat"], 99) * 1000,
+                     S.percentile(lat_metrics, 50) * 1000, S.percentile(lat_metrics, 99) * 1000,
+                     S.percentile(lat_ckpt, 50) * 1000, S.percentile(lat_ckpt, 99) * 1000, missing_ws])
+    return rows
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=50)
+    ap.add_argument("--events-per-job", type=int, default=400, help="saturation phase, per job")
+    ap.add_argument("--paced-per-job", type=int, default=300, help="paced phase, per job")
+    ap.add_argument("--rate", type=float, default=1000.0, help="offered events/s in the paced phase (all jobs)")
+    ap.add_argument("--web-workers", type=int, help="override WEB_WORKERS for the served processes")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="10 jobs, 40 + 40 events each")
+    ap.add_argument("--keep-db", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.jobs, args.events_per_job, args.paced_per_job, args.rate = 10, 40, 40, 200.0
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    rows, db_rows = [], []
+    command = None
+    try:
+        for r in range(args.repeats):
+            res = run_once(n_jobs=args.jobs, events_per_job=args.events_per_job, paced_per_job=args.paced_per_job,
+                           rate=args.rate, web_workers=args.web_workers, log_dir=log_dir)
+            command = res["command"]
+            for row in summarize(res, args.rate):
+                rows.append([r + 1, *row])
+            sent_ok = sum(res[p]["statuses"].get(200, 0) for p in ("saturate", "paced") if p in res)
+            metric_sent = sum(1 for j in res["all_sent"].values() for k in j if k[0] == "metrics")
+            db_rows.append([r + 1, sent_ok, res["db_events"], sent_ok - res["db_events"], metric_sent, res["db_points"],
+                            metric_sent - res["db_points"], res["ws"].get("messages", 0)])
+    finally:
+        if not args.keep_db:
+            S.database_drop()
+    me = "benchmarks/event_ingestion.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    out = S.table(f"Event ingestion: {args.jobs} jobs, POST /api/v1/pod-events/ -> websocket",
+                  ["run", "phase", "offered/s", "events", "200", "events/s", "http p50 ms", "http p99 ms",
+                   "ws metrics p50 ms", "ws metrics p99 ms", "ws ckpt p50 ms", "ws ckpt p99 ms", "ws missing"],
+                  rows, f".venv/bin/python {me.strip()}   (server: python {command}; logs in {log_dir})")
+    out += "\n" + S.table("Event ingestion: nothing lost (database vs answered 200)",
+                          ["run", "events 200", "JobEvent rows", "lost", "metric events", "MetricPoint rows", "lost",
+                           "ws messages"], db_rows)
+    print(out, flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()

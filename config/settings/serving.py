@@ -1,0 +1,32 @@
+"""How the control plane is served, and its database connections (docs/performance.md)."""
+import importlib.util
+import os
+
+from .database import DATABASES, EMBEDDED_DATABASE
+from .env import env_bool, env_int
+
+# daphne processes `manage.py runall` starts on one shared listening socket (the kernel spreads
+# connections over them; websockets meet through the Redis channel layer). With PostgreSQL, one
+# per core and at least 2. The embedded SQLite default keeps one (one writer at a time anyway).
+WEB_WORKERS = env_int("WEB_WORKERS", 1 if EMBEDDED_DATABASE else max(2, min(4, os.cpu_count() or 1)))
+
+# Under ASGI, Django runs each request's sync code in a thread of its own, so a persistent
+# connection (CONN_MAX_AGE > 0) is opened per request and left behind with its thread: under load
+# PostgreSQL runs out of connections ("too many clients"), and CONN_MAX_AGE = 0 pays a new backend
+# per request. The served processes use psycopg's pool instead (`manage.py runall` sets
+# DATABASE_POOL=1 for them; Celery keeps its per-process persistent connection: a pool's threads
+# would not survive the prefork).
+# Without the psycopg-pool package they fall back to a connection per request (slower, no leak).
+DATABASE_POOL = env_bool("DATABASE_POOL", False) and not EMBEDDED_DATABASE
+if DATABASE_POOL:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+if DATABASE_POOL and importlib.util.find_spec("psycopg_pool") is not None:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
+        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 8),
+        "timeout": env_int("DATABASE_POOL_TIMEOUT_S", 20),
+    }
+
+# Metering after pod events that move nothing (metrics, logs, checkpoints) at most this often per
+# job (billing.services.jobs.job_cost_update); moves always meter, the beat task every 30 s.
+BILLING_EVENT_METER_INTERVAL_S = env_int("BILLING_EVENT_METER_INTERVAL_S", 5)
