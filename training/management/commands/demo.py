@@ -144,12 +144,13 @@ class Command(BaseCommand):
             return
         document = report.report_document(run)
         self.stdout.write(f"    {document['summary']}")
+        width = max((len(row["name"]) for row in document["metrics"]), default=0)
         for row in document["metrics"]:
             if row["computed"]:
-                self.stdout.write(f"    {row['name']:<28} {row['value_text']:>10} {row['ci_text']:<24} n={row['n']:<4} "
-                                  f"{row['status']}")
+                self.stdout.write(f"    {row['name']:<{width}}  {row['value_text']:>10} {row['ci_text']:<24} "
+                                  f"n={row['n']:<4} {row['status']}")
             else:
-                self.stdout.write(f"    {row['name']:<28} not computed: {row['reason']}")
+                self.stdout.write(f"    {row['name']:<{width}}  not computed: {row['reason']}")
         self.stdout.write("    (a tiny random-weight model: these numbers exercise the pipeline, they say nothing "
                           "about quality)")
         for artifact in ModelArtifact.objects.filter(job=job, kind="report").order_by("name"):
