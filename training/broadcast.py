@@ -22,19 +22,34 @@ def org_jobs_group(organization_id) -> str:
     return f"org-{organization_id}-jobs"
 
 
-def _send(group: str, payload: dict[str, Any]) -> None:
+LISTED_KINDS = frozenset({"status", "progress", "cost"})
+
+
+def job_update_messages(job_id, payload: dict[str, Any], organization_id=None) -> list[tuple[str, dict[str, Any]]]:
+    """(group, payload) pairs for one live update: every payload goes to the job's group; the
+    organization's job list also gets status, progress and cost (a combined metrics message
+    carries its progress for the list under "progress")."""
+    sends = [(job_group(job_id), payload)]
+    listed = payload.get("progress") if payload.get("kind") == "metrics" else payload
+    if organization_id is not None and listed and listed.get("kind") in LISTED_KINDS:
+        sends.append((org_jobs_group(organization_id), {**listed, "job_id": str(job_id)}))
+    return sends
+
+
+async def publish_job_updates(job_id, payloads, organization_id=None) -> None:
+    """Send live updates in order (a client sees them in this order), best effort."""
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
     if layer is None:
         return
-    try:
-        async_to_sync(layer.group_send)(group, {"type": "job.update", "payload": payload})
-    except Exception:  # noqa: BLE001 - live updates are best effort; the database is the truth
-        logger.warning("could not publish to %s", group, exc_info=True)
+    for payload in payloads:
+        for group, message in job_update_messages(job_id, payload, organization_id):
+            try:
+                await layer.group_send(group, {"type": "job.update", "payload": message})
+            except Exception:  # noqa: BLE001 - live updates are best effort; the database is the truth
+                logger.warning("could not publish to %s", group, exc_info=True)
 
 
 def broadcast_job_update(job_id, payload: dict[str, Any], organization_id=None) -> None:
-    _send(job_group(job_id), payload)
-    if organization_id is not None and payload.get("kind") in {"status", "progress", "cost"}:
-        _send(org_jobs_group(organization_id), {**payload, "job_id": str(job_id)})
+    async_to_sync(publish_job_updates)(job_id, [payload], organization_id)

@@ -25,7 +25,8 @@ from django.views.decorators.http import require_POST
 from gpu_worker import signing
 from gpu_worker.contracts import PodEvent
 from training.models import TrainingJob
-from training.services.pod_events import pod_event_ingest, pod_event_publish
+from training.broadcast import publish_job_updates
+from training.services.pod_events import pod_event_ingest
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ async def pod_events(request):
         return _error(400, "malformed", "webhook-id names no valid job id")
     response, result = await sync_to_async(_verify_and_ingest)(job_id, msg_id, headers, body)
     if result is not None and result.live:
-        await pod_event_publish(result.job_id, result.live, result.organization_id)
+        await publish_job_updates(result.job_id, result.live, result.organization_id)
     return response
 
 

@@ -13,8 +13,6 @@ clock; the end of a stretch closed by a pod's own event uses the pod's timestamp
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import math
 from datetime import datetime, timezone as dt_timezone
@@ -28,6 +26,7 @@ from billing.models import JobCost
 from billing.money import cents, cost_exact, to_decimal
 from billing.services.catalog import gpu_rate, gpu_type_get
 from training import states
+from training.broadcast import broadcast_job_update
 
 logger = logging.getLogger(__name__)
 
@@ -165,25 +164,8 @@ def cost_payload(cost: JobCost) -> dict:
     }
 
 
-def _broadcaster():
-    """training.broadcast.broadcast_job_update(job_id, payload, organization_id), looked up at call
-    time so billing works with or without the websocket layer."""
-    if importlib.util.find_spec("training.broadcast") is None:
-        return None
-    return getattr(importlib.import_module("training.broadcast"), "broadcast_job_update", None)
-
-
 def broadcast_cost(cost: JobCost) -> None:
-    """Push the job's cost to its websocket group after the transaction commits."""
-    send = _broadcaster()
-    if send is None:
-        return
+    """Push the job's cost to its websocket group after the transaction commits (best effort:
+    broadcast_job_update never raises)."""
     job_id, organization_id, payload = str(cost.job_id), cost.organization_id, cost_payload(cost)
-
-    def push():
-        try:
-            send(job_id, payload, organization_id)
-        except Exception:  # noqa: BLE001 - a lost websocket push must never fail metering
-            logger.exception("could not push the cost of job %s", job_id)
-
-    transaction.on_commit(push)
+    transaction.on_commit(lambda: broadcast_job_update(job_id, payload, organization_id))

@@ -99,10 +99,14 @@ def test_local_jobs_cost_nothing(organization, dataset):
 
 def test_cost_is_pushed_to_the_jobs_group_on_commit(organization, dataset, monkeypatch,
                                                     django_capture_on_commit_callbacks):
-    import training.broadcast
+    from channels.layers import get_channel_layer
 
     sent = []
-    monkeypatch.setattr(training.broadcast, "_send", lambda group, payload: sent.append((group, payload)))
+
+    async def record(group, message):
+        sent.append((group, message["payload"]))
+
+    monkeypatch.setattr(get_channel_layer(), "group_send", record)
     job = create_and_admit(organization, dataset)
     move(job, "provisioning", T0)
     with django_capture_on_commit_callbacks(execute=True):

@@ -17,7 +17,7 @@ from billing import services as billing
 from gpu_worker import contracts
 from gpu_worker.contracts import PodEvent
 from training import states
-from training.broadcast import job_group, org_jobs_group
+from training.broadcast import publish_job_updates
 from training.models import Checkpoint, JobEvent, MetricPoint, TrainingJob
 from training.services.jobs import _move, job_stopped
 
@@ -31,7 +31,8 @@ class IngestResult:
     stored: bool      # False: a duplicate (already stored), nothing done
     applied: bool     # False: stored for the record but changed nothing (stale attempt, finished job)
     status: str
-    # With publish=False: the committed live updates the caller must publish (pod_event_publish).
+    # With publish=False: the committed live updates the caller must publish
+    # (training.broadcast.publish_job_updates).
     live: tuple = ()
     job_id: str = ""
     organization_id: Any = None
@@ -160,7 +161,8 @@ def pod_event_ingest(*, job_id, event: PodEvent, publish: bool = True) -> Ingest
     concurrently, in any order.
 
     Its live updates go to the channel layer after commit; with `publish=False` (the async webhook
-    view) they are returned in `live` for the caller to send with `pod_event_publish`, unless an
+    view) they are returned in `live` for the caller to send with
+    `training.broadcast.publish_job_updates`, unless an
     outer transaction is still open (then they still wait for its commit here)."""
     live: list[dict[str, Any]] = []
     with transaction.atomic():
@@ -192,32 +194,12 @@ def pod_event_ingest(*, job_id, event: PodEvent, publish: bool = True) -> Ingest
     for payload in live:
         if payload["kind"] == "metrics":
             # One message instead of two: the job's consumer splits it (training.consumers) and the
-            # organization's list gets the progress alone (pod_event_publish).
+            # organization's list gets the progress alone (training.broadcast.publish_job_updates).
             payload["progress"] = progress
     if live and (publish or transaction.get_connection().in_atomic_block):
         payloads = tuple(live)
-        transaction.on_commit(lambda: async_to_sync(pod_event_publish)(job_pk, payloads, org_id))
+        transaction.on_commit(lambda: async_to_sync(publish_job_updates)(job_pk, payloads, org_id))
         live = []
     return IngestResult(stored=True, applied=True, status=status, live=tuple(live), job_id=job_pk,
                         organization_id=org_id)
 
-
-async def pod_event_publish(job_id: str, payloads, organization_id) -> None:
-    """Send one event's live updates as training.broadcast does (every payload to the job's
-    group; status/progress/cost also to the organization's list), in order, in one trip to the
-    event loop: this runs once per pod event."""
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    for payload in payloads:  # sequential: a client sees them in this order
-        sends = [(job_group(job_id), payload)]
-        listed = payload.get("progress") if payload.get("kind") == "metrics" else payload
-        if organization_id is not None and listed and listed.get("kind") in {"status", "progress", "cost"}:
-            sends.append((org_jobs_group(organization_id), {**listed, "job_id": str(job_id)}))
-        for group, message in sends:
-            try:
-                await layer.group_send(group, {"type": "job.update", "payload": message})
-            except Exception:  # noqa: BLE001 - live updates are best effort; the database is the truth
-                logger.warning("could not publish to %s", group, exc_info=True)
