@@ -55,10 +55,20 @@ class ValidationRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # How many times a worker took this run up. A worker killed mid-run leaves it `running`; the
+    # run is taken up again once stale (services.validation_runs_recover), at most
+    # VALIDATION_RUN_MAX_ATTEMPTS times, so a run that kills its worker every time ends `failed`.
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["job", "-created_at"], name="valrun_job_recent")]
+        constraints = [
+            # At most one automatic run per job that is not failed: the automatic validation task
+            # may be delivered twice (acks late), concurrently; the database settles the race.
+            models.UniqueConstraint(fields=["job"], condition=models.Q(trigger="automatic") & ~models.Q(status="failed"),
+                                    name="valrun_one_live_automatic_per_job"),
+        ]
 
     def __str__(self):
         return f"validation of {self.job_id} ({self.status}{', ' + self.verdict if self.verdict else ''})"

@@ -11,11 +11,13 @@ import dataclasses
 import json
 import logging
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from training.errors import DomainError
@@ -242,22 +244,61 @@ def validation_run_request(*, job_id, requested_by=None, trigger: str = RunTrigg
 
 
 def validation_run_for_job(*, job_id, trigger: str = RunTrigger.AUTOMATIC, requested_by=None) -> ValidationRun:
-    """Run the whole validation of a completed job now and store it (and its report)."""
-    run = validation_run_request(job_id=job_id, requested_by=requested_by, trigger=trigger)
+    """Run the whole validation of a completed job now and store it (and its report).
+
+    Automatic runs are one per job (a database constraint; failed ones aside): a second call,
+    e.g. the automatic task delivered twice, takes up the existing run instead of making another,
+    so a run left `pending` by a worker that died right after creating it is finished here."""
+    if trigger == RunTrigger.AUTOMATIC:
+        run = _automatic_run_get_or_create(job_id=job_id, requested_by=requested_by)
+    else:
+        run = validation_run_request(job_id=job_id, requested_by=requested_by, trigger=trigger)
     return validation_run_execute(run_id=run.pk)
 
 
+def _automatic_run_get_or_create(*, job_id, requested_by=None) -> ValidationRun:
+    live = ValidationRun.objects.filter(job_id=job_id, trigger=RunTrigger.AUTOMATIC).exclude(status=RunStatus.FAILED)
+    run = live.first()
+    if run is not None:
+        return run
+    try:
+        with transaction.atomic():
+            return validation_run_request(job_id=job_id, requested_by=requested_by, trigger=RunTrigger.AUTOMATIC)
+    except IntegrityError:  # created by a concurrent delivery between our read and our insert
+        return live.get()
+
+
+def _stale_before():
+    return timezone.now() - timedelta(seconds=settings.VALIDATION_RUN_STALE_S)
+
+
 def validation_run_execute(*, run_id) -> ValidationRun:
-    """Execute a pending run. A run that is not pending is returned unchanged (idempotent).
+    """Execute a pending run, or take up again a `running` one whose worker stopped (started more
+    than VALIDATION_RUN_STALE_S ago). Any other run is returned unchanged (idempotent: redelivered
+    tasks and the recovery sweep may call this for a run another worker is executing).
     Never raises for a metric that cannot be computed; an unexpected error marks the run failed
-    with the reason."""
+    with the reason; a run taken up VALIDATION_RUN_MAX_ATTEMPTS times without finishing fails."""
     with transaction.atomic():
         run = ValidationRun.objects.select_for_update().select_related("job", "job__dataset").get(pk=run_id)
-        if run.status != RunStatus.PENDING:
+        stale = run.status == RunStatus.RUNNING and run.started_at is not None and run.started_at < _stale_before()
+        if run.status != RunStatus.PENDING and not stale:
             return run
+        if run.attempts >= settings.VALIDATION_RUN_MAX_ATTEMPTS:
+            run.status = RunStatus.FAILED
+            run.errors = list(run.errors or []) + [
+                f"the worker executing this run stopped {run.attempts} times (killed, out of memory or past its time "
+                f"limit) without finishing it; request a new run (POST /api/v1/jobs/{run.job_id}/validation/) "
+                f"after checking the worker's logs"]
+            run.finished_at = timezone.now()
+            run.save(update_fields=["status", "errors", "finished_at"])
+            return run
+        if stale:
+            logger.warning("validation run %s: taking it up again (attempt %d; the last worker stopped)",
+                           run.pk, run.attempts + 1)
         run.status = RunStatus.RUNNING
         run.started_at = timezone.now()
-        run.save(update_fields=["status", "started_at"])
+        run.attempts += 1
+        run.save(update_fields=["status", "started_at", "attempts"])
     try:
         _execute(run)
     except Exception as exc:  # noqa: BLE001 - the run records why it failed; the caller gets the run
@@ -267,6 +308,16 @@ def validation_run_execute(*, run_id) -> ValidationRun:
         run.finished_at = timezone.now()
         run.save()
     return run
+
+
+def validation_runs_to_recover() -> list:
+    """Runs no worker is executing: `running` past VALIDATION_RUN_STALE_S (the worker died; the
+    redelivered task, if any, finds it not stale yet and leaves it) and `pending` runs older than
+    the sweep interval (the task message was lost, or the worker died before taking it up)."""
+    pending_before = timezone.now() - timedelta(seconds=settings.VALIDATION_RECOVER_INTERVAL_S)
+    return list(ValidationRun.objects.filter(
+        Q(status=RunStatus.RUNNING, started_at__lt=_stale_before())
+        | Q(status=RunStatus.PENDING, created_at__lt=pending_before)).values_list("pk", flat=True))
 
 
 def _execute(run: ValidationRun) -> None:

@@ -18,6 +18,12 @@ VALIDATION_BRAND_VOICE_MIN = env_float("VALIDATION_BRAND_VOICE_MIN", 0.85)
 # Bootstrap resamples and seed of every interval.
 VALIDATION_BOOTSTRAP_RESAMPLES = env_int("VALIDATION_BOOTSTRAP_RESAMPLES", 2000)
 VALIDATION_BOOTSTRAP_SEED = env_int("VALIDATION_BOOTSTRAP_SEED", 0)
+# A run still `running` this long after it started lost its worker (a task's hard time limit is
+# CELERY_TASK_TIME_LIMIT_S, 900 s by default): it is taken up again, at most this many times in all.
+VALIDATION_RUN_STALE_S = env_int("VALIDATION_RUN_STALE_S", 960)
+VALIDATION_RUN_MAX_ATTEMPTS = env_int("VALIDATION_RUN_MAX_ATTEMPTS", 3)
+# How often beat looks for such runs (and for pending runs whose task message was lost).
+VALIDATION_RECOVER_INTERVAL_S = env_int("VALIDATION_RECOVER_INTERVAL_S", 300)
 # Side-by-side examples: this many largest judged gains and this many largest losses.
 VALIDATION_EXAMPLES_PER_SIDE = env_int("VALIDATION_EXAMPLES_PER_SIDE", 3)
 
