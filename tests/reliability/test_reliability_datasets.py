@@ -24,7 +24,7 @@ EXTRA = {
     "bool content": (b'{"messages": [{"role": "user", "content": true}, {"role": "assistant", "content": "b"}]}',
                      "content"),
     # encodings
-    "utf-32": (_chat(1).encode("utf-32"), "UTF-8"),
+    "utf-32 without a mark": (_chat(1).encode("utf-32-le"), "without a byte-order mark"),
     "cp1252 quotes": ('{"messages": [{"role": "user", "content": "\u201chi\u201d"}, {"role": "assistant", '
                       '"content": "b"}]}'.encode("cp1252"), "UTF-8"),
     "lone surrogate escape": (b'{"messages": [{"role": "user", "content": "\\ud800"}, {"role": "assistant", '

@@ -1,5 +1,6 @@
 """A corpus of broken and extreme training files: each is refused with a located message or
 imported correctly; never a crash, never a partial dataset."""
+import codecs
 import json
 
 import pytest
@@ -21,7 +22,11 @@ SECOND = ("\n" + _chat(99)).encode()  # importable files need two conversations 
 
 CORPUS = {
     # name: (raw bytes, expected: "ok" or a substring of the error)
-    "utf-16 with BOM": ("\ufeff" + _chat(1)).encode("utf-16"), 
+    "utf-16 with BOM": (_chat(1, user="caf\xe9 \U0001F600") + "\n" + _chat(2)).encode("utf-16"),
+    "utf-16-be with BOM": codecs.BOM_UTF16_BE + (_chat(3) + "\n" + _chat(4)).encode("utf-16-be"),
+    "utf-32 with BOM": (_chat(5) + "\n" + _chat(6)).encode("utf-32"),
+    "utf-16 without BOM": (_chat(1) + "\n" + _chat(2)).encode("utf-16-le"),
+    "utf-16 BOM, odd length": codecs.BOM_UTF16_LE + (_chat(1) + "\n" + _chat(2)).encode("utf-16-le") + b"x",
     "latin-1 accents": _chat(1, user="caf\xe9").encode("latin-1"),
     "bom utf-8 is fine": b"\xef\xbb\xbf" + _chat(1).encode() + SECOND,
     "null bytes": b"\x00" * 64,
@@ -45,7 +50,11 @@ CORPUS = {
                                               "conversations": [{"training_pairs": [{"turn_number": "one"}]}]}).encode(),
 }
 EXPECTED = {
-    "utf-16 with BOM": "not UTF-8",
+    "utf-16 with BOM": "ok",
+    "utf-16-be with BOM": "ok",
+    "utf-32 with BOM": "ok",
+    "utf-16 without BOM": "UTF-16 (little-endian) without a byte-order mark",
+    "utf-16 BOM, odd length": "not valid UTF-16",
     "latin-1 accents": "not UTF-8",
     "bom utf-8 is fine": "ok",
     "null bytes": "neither",
@@ -84,3 +93,18 @@ def test_a_hundred_thousand_tiny_conversations(organization):
     ds = dataset_import(organization=organization, source=raw, filename="many.jsonl").dataset
     assert ds.conversation_count == 100_000 and ds.trainable_turns == 100_000
     assert ds.val_conversations == 10_000
+
+
+def test_utf16_export_reads_as_the_same_dataset_as_utf8(organization, storage_root):
+    """Windows tools write "Unicode" (UTF-16 with a byte-order mark): the same conversations, the
+    same text, the same dataset as the UTF-8 file."""
+    text = _chat(1, user="caf\xe9 \U0001F600 \u201cquoted\u201d") + "\n" + _chat(2)
+    first = dataset_import(organization=organization, source=text.encode("utf-16"), filename="win.jsonl")
+    assert first.created
+    stored = Dataset.objects.get()
+    from artifacts.storage import get_storage
+
+    train_and_val = (get_storage().get_bytes(stored.train_key) + get_storage().get_bytes(stored.val_key)).decode()
+    assert "caf\xe9 \U0001F600 \u201cquoted\u201d 1" in train_and_val
+    again = dataset_import(organization=organization, source=text.encode("utf-8"), filename="unix.jsonl")
+    assert not again.created and again.dataset.pk == first.dataset.pk

@@ -11,6 +11,7 @@ Every error names its place (JSON path, conversation and pair id, or JSONL line)
 """
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections import Counter
@@ -42,18 +43,52 @@ class NormalizedDataset:
 
 # --------------------------------------------------------------------------- decoding
 
+# Byte-order marks that name an encoding unambiguously. UTF-32 first: its little-endian mark
+# begins with UTF-16's. Windows tools ("Unicode" in Excel, PowerShell 5's Out-File) write UTF-16
+# with a mark; without a mark a file must be UTF-8 (RFC 8259).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"), (codecs.BOM_UTF8, "utf-8"))
+
+
+def _unmarked_wide_encoding(head: bytes) -> str | None:
+    """JSON text starts with an ASCII character, so the zero bytes among the first four name a
+    UTF-16 or UTF-32 file that has no mark (RFC 4627, section 3)."""
+    if len(head) < 4 or not any(head) or head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF16_LE,
+                                                          codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)):
+        return None
+    zeros = tuple(b == 0 for b in head)
+    return {(True, True, True, False): "UTF-32 (big-endian)", (False, True, True, True): "UTF-32 (little-endian)",
+            (True, False, True, False): "UTF-16 (big-endian)", (False, True, False, True): "UTF-16 (little-endian)",
+            }.get(zeros)
+
+
 def decode_text(raw: bytes) -> str:
     if not raw.strip():
         raise DatasetImportError("the file is empty; upload a Bright Run JSON file or chat JSONL", code="empty_file")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
+    unmarked = _unmarked_wide_encoding(raw[:4])
+    if unmarked:
         raise DatasetImportError(
-            f"the file is not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at byte offset {exc.start}); "
-            "save it as UTF-8 and upload again",
-            location=f"byte {exc.start}",
-            code="not_utf8",
-        ) from exc
+            f"the file looks like {unmarked} without a byte-order mark (a zero byte in every character); save it as "
+            "UTF-8 (or as UTF-16 with a byte-order mark) and upload again", location="byte 0", code="not_utf8")
+    encoding, body = "utf-8", raw
+    for bom, name in _BOMS:
+        if raw.startswith(bom):
+            encoding, body = name, raw[len(bom):]
+            break
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError as exc:
+        offset = exc.start + len(raw) - len(body)
+        if encoding == "utf-8":
+            message = (f"the file is not UTF-8 text (invalid byte 0x{raw[offset]:02x} at byte offset {offset}); "
+                       "save it as UTF-8 and upload again")
+        else:
+            message = (f"the file starts with a {encoding[:6].upper()} byte-order mark but is not valid "
+                       f"{encoding[:6].upper()} from byte offset {offset}; save it as UTF-8 and upload again")
+        raise DatasetImportError(message, location=f"byte {offset}", code="not_utf8") from exc
+    if not text.strip():
+        raise DatasetImportError("the file is empty; upload a Bright Run JSON file or chat JSONL", code="empty_file")
+    return text
 
 
 def _ends_cut_off(text: str) -> bool:
