@@ -14,7 +14,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import Role
-from accounts.selectors import organization_for_user, role_for_user
 from billing import selectors
 from billing.models import Budget, BudgetAlert, GpuType, JobCost
 from billing.serializers import (
@@ -29,20 +28,22 @@ from billing.serializers import (
 from billing.services.budgets import budget_create, budget_update
 from billing.services.estimates import config_from_request, estimate
 from billing.services.metering import job_cost_meter
+from training.apis.common import OrganizationScopedMixin
 from training.models import Dataset, TrainingJob
+from training.permissions import IsOrganizationMember
 
 BUDGET_WRITERS = {Role.ADMIN, Role.BUDGET_MANAGER}
 
 
-class OrganizationScopedMixin:
-    def get_organization(self):
-        org = organization_for_user(self.request.user)
-        if org is None:
-            raise PermissionDenied("your account belongs to no organization; ask an admin to add you to one")
-        return org
+class BillingScopedMixin(OrganizationScopedMixin):
+    """The jobs API's organization scoping (training.apis.common), with billing's own write rule:
+    every member reads, and may ask for an estimate; budget managers and admins change budgets
+    (`require_budget_writer`), not engineers."""
+
+    permission_classes = [IsOrganizationMember]
 
     def require_budget_writer(self, organization):
-        if role_for_user(self.request.user, organization) not in BUDGET_WRITERS:
+        if self.actor.role not in BUDGET_WRITERS:
             raise PermissionDenied("only budget managers and admins can change budgets")
 
 
@@ -50,7 +51,7 @@ def _money(rows: list[dict]) -> list[dict]:
     return [{k: (str(v) if hasattr(v, "quantize") else v) for k, v in row.items()} for row in rows]
 
 
-class EstimateApi(OrganizationScopedMixin, APIView):
+class EstimateApi(BillingScopedMixin, APIView):
     """The estimate for a configuration, without creating a job (the new-job form calls it as
     its fields change)."""
 
@@ -78,7 +79,7 @@ class GpuTypeListApi(generics.ListAPIView):
         return GpuType.objects.filter(active=True).order_by("display_name")
 
 
-class BudgetListCreateApi(OrganizationScopedMixin, APIView):
+class BudgetListCreateApi(BillingScopedMixin, APIView):
     @extend_schema(responses={200: BudgetSerializer(many=True)})
     def get(self, request):
         budgets = Budget.objects.filter(organization=self.get_organization())
@@ -94,7 +95,7 @@ class BudgetListCreateApi(OrganizationScopedMixin, APIView):
         return Response(BudgetSerializer(budget).data, status=status.HTTP_201_CREATED)
 
 
-class BudgetDetailApi(OrganizationScopedMixin, APIView):
+class BudgetDetailApi(BillingScopedMixin, APIView):
     def get_budget(self, pk):
         return get_object_or_404(Budget, pk=pk, organization=self.get_organization())
 
@@ -118,7 +119,7 @@ class BudgetDetailApi(OrganizationScopedMixin, APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class BudgetStatusApi(OrganizationScopedMixin, APIView):
+class BudgetStatusApi(BillingScopedMixin, APIView):
     """Spent, reserved, remaining and forecast of one month, its alerts, and the chart series."""
 
     @extend_schema(parameters=[OpenApiParameter("month", str, description="YYYY-MM (default: this month)")],
@@ -129,7 +130,7 @@ class BudgetStatusApi(OrganizationScopedMixin, APIView):
         return Response(selectors.budget_status(budget=budget, month=month))
 
 
-class SpendApi(OrganizationScopedMixin, APIView):
+class SpendApi(BillingScopedMixin, APIView):
     """?by=month|job|user|client (default job) &month=YYYY-MM (default this month)."""
 
     @extend_schema(parameters=[OpenApiParameter("by", str, enum=["month", "job", "user", "client"]),
@@ -155,7 +156,7 @@ class SpendApi(OrganizationScopedMixin, APIView):
                          "currency": "USD", "total": f"{total:.2f}", "rows": _money(rows)})
 
 
-class SpendExportApi(OrganizationScopedMixin, APIView):
+class SpendExportApi(BillingScopedMixin, APIView):
     @extend_schema(parameters=[OpenApiParameter("month", str, description="YYYY-MM (default: this month)")],
                    responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request):
@@ -167,14 +168,14 @@ class SpendExportApi(OrganizationScopedMixin, APIView):
         return response
 
 
-class BudgetAlertListApi(OrganizationScopedMixin, generics.ListAPIView):
+class BudgetAlertListApi(BillingScopedMixin, generics.ListAPIView):
     serializer_class = BudgetAlertSerializer
 
     def get_queryset(self):
         return BudgetAlert.objects.filter(budget__organization=self.get_organization()).order_by("-created_at")
 
 
-class JobCostApi(OrganizationScopedMixin, APIView):
+class JobCostApi(BillingScopedMixin, APIView):
     """A job's estimate and live cost (metered to now if it is running)."""
 
     @extend_schema(responses={200: JobCostSerializer})
@@ -186,7 +187,7 @@ class JobCostApi(OrganizationScopedMixin, APIView):
         return Response(JobCostSerializer(cost).data)
 
 
-class EstimateAccuracyApi(OrganizationScopedMixin, APIView):
+class EstimateAccuracyApi(BillingScopedMixin, APIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         return Response(selectors.estimate_accuracy(organization=self.get_organization()))
