@@ -15,13 +15,22 @@ logger = logging.getLogger(__name__)
 KINDS = ("completed", "failed", "interrupted", "resumed")
 
 
+def _stop_reason(job: TrainingJob) -> str:
+    event = job.events.filter(type="stop_requested").order_by("-created_at").first()
+    return event.message if event is not None else "stopped early"
+
+
 def _message(job: TrainingJob, kind: str) -> tuple[str, str]:
-    title = f"[Bright Run] {job.name}: {kind}"
-    lines = [f"Job {job.pk} ({job.name}) {kind}.", f"Dataset: {job.dataset.name}; preset: {job.preset}; "
+    stopped_early = kind == "completed" and bool(job.result.get("stopped_early"))
+    # A run stopped on request (stop early, an OpenAI-API pause) is not announced as a finished
+    # training: the title says it stopped, the body why and which checkpoint was kept.
+    said = "stopped early" if stopped_early else kind
+    title = f"[Bright Run] {job.name}: {said}"
+    lines = [f"Job {job.pk} ({job.name}) {said}.", f"Dataset: {job.dataset.name}; preset: {job.preset}; "
              f"base model: {job.base_model}."]
     if kind == "completed":
-        if job.result.get("stopped_early"):
-            lines.append(f"Stopped early; adapter kept from step {job.result.get('checkpoint_step')}.")
+        if stopped_early:
+            lines.append(f"Reason: {_stop_reason(job)}; adapter kept from step {job.result.get('checkpoint_step')}.")
         evaluation = job.result.get("eval") or {}
         if evaluation.get("base_perplexity") and evaluation.get("adapted_perplexity"):
             lines.append(f"Validation perplexity {evaluation['base_perplexity']:.2f} -> {evaluation['adapted_perplexity']:.2f}.")

@@ -280,21 +280,30 @@ def test_reconcile_relaunches_a_stalled_launch(organization, fake, settings, mon
 
 # --------------------------------------------------------------------------- stop, retry, notes
 
-def test_stop_early_completes_from_the_last_checkpoint(organization, client):
+def test_stop_early_completes_from_the_last_checkpoint(organization, client, make_user, settings):
     from tests.jobs.factories import pod_event, signed_post
     from training.models import Checkpoint
+    from training.notifications import notify_job
     from training.services.jobs import job_stop_early
 
-    job = make_running_job(organization, status=states.TRAINING)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    user = make_user("eng", organization)
+    user.email = "eng@example.com"
+    user.save()
+    job = make_running_job(organization, status=states.TRAINING, created_by=user)
     Checkpoint.objects.create(job=job, step=4, uri="file:///ckpt/step-4")
     secret = job.webhook_secret
-    job_stop_early(job_id=job.pk)
+    job_stop_early(job_id=job.pk, reason="paused by eng (OpenAI API)")
     # The pod, sent SIGTERM, checkpoints at step 5 and reports `interrupted`.
     ev = pod_event(job, 50, "interrupted", step=5, data={"checkpoint_uri": "file:///ckpt/step-5", "checkpoint_step": 5})
     assert signed_post(client, ev, secret).status_code == 200
     job.refresh_from_db()
     assert job.status == states.COMPLETED and job.result["stopped_early"] is True
     assert job.adapter_uri == "file:///ckpt/step-5/adapter" and job.result["checkpoint_step"] == 5
+    # Its notification says it stopped, why, and what was kept; not "completed".
+    assert notify_job(job_id=job.pk, kind="completed")["email"] == 1
+    assert mail.outbox[-1].subject.endswith(": stopped early")
+    assert "Reason: paused by eng (OpenAI API); adapter kept from step 5." in mail.outbox[-1].body
 
 
 def test_budget_stop_ends_cancelled_and_keeps_the_checkpoint(organization, client):
