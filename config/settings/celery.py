@@ -11,9 +11,17 @@ CELERY_TIMEZONE = "UTC"
 # worker dies mid-task; each such task is idempotent.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# On a lost broker connection, a running acks-late task finishes (Celery 5's default) rather than
+# being killed; its ack cannot reach the broker, so it is given back and runs again (idempotent).
+# Killing it would save that second run but abort provisioning calls for a short Redis blip.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Redis redelivers an unacknowledged task after the visibility timeout; every task's hard
-# time limit stays below it so a slow task is never run twice at once.
+# Redis redelivers an unacknowledged task after the visibility timeout; it must exceed the longest
+# wait a delivered task can have before its ack: its countdown (at most 480 s: job_notify's
+# backoff), a wait for a free pool process (up to one hard time limit) and its own run (the hard
+# time limit, 900 s), or a slow task is run twice at once. It only governs a worker process that
+# died (kill -9, OOM): on a broker restart the worker gives its unacknowledged tasks back as soon
+# as it reconnects (config/kombu_compat.py), so a shorter timeout would not shorten that.
 CELERY_BROKER_VISIBILITY_TIMEOUT_S = env_int("CELERY_BROKER_VISIBILITY_TIMEOUT_S", 3600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT_S}
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT_S", 900)
