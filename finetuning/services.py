@@ -1,6 +1,7 @@
 """Every write of the OpenAI-compatible API, mapped onto the training services.
 
-No training rule is repeated here: datasets are imported by `dataset_import`, jobs are created,
+No training rule is repeated here: datasets are imported by `dataset_import` (and a training file
+with a validation file composed by `dataset_compose`), jobs are created,
 cancelled, stopped and retried by `training.services.jobs`, which validate, ask billing, and move
 the job. This module only translates OpenAI's request shapes and keeps the ids the client sees.
 """
@@ -24,8 +25,10 @@ from finetuning.errors import ApiError, Conflict, PermissionDenied
 from finetuning.models import ApiKey, FineTuningFile, FineTuningJob, FineTuningRun, JobCreateRequest
 from finetuning.selectors import fine_tuning_job_status
 from gpu_worker.presets import DEFAULT_PRESET, PRESETS
-from training.errors import DatasetTooLarge
+from training.errors import DatasetImportError, DatasetTooLarge
+from training.models import Dataset
 from training.services import jobs as job_services
+from training.services.dataset_compose import dataset_compose
 from training.services.datasets import _too_large, dataset_import
 
 KEY_PREFIX = "sk-br-"
@@ -194,7 +197,10 @@ def fine_tuning_job_create(*, organization, user, api_key: ApiKey, request: JobR
                            idempotency_key: str | None = None) -> tuple[FineTuningJob, bool]:
     """Create the job, or return the one an identical request from the same key created within
     FINETUNING_IDEMPOTENCY_WINDOW_S (the client's retry after a lost response). Returns
-    (job, created). Refused, with nothing written, when the files, configuration or budget say no.
+    (job, created). Refused, with nothing written, when the files, configuration or budget say no;
+    the one exception is the dataset composed for a validation file (see `_job_dataset`), which is
+    kept when the budget (or another check of job_create) then refuses: like an uploaded file it
+    is identified by its content, and the same pair sent again reuses it.
 
     Creations are serialized per API key (its row is locked) so that a retry arriving while the
     first request is still being processed waits for it and then finds its job.
@@ -204,6 +210,22 @@ def fine_tuning_job_create(*, organization, user, api_key: ApiKey, request: JobR
         raise ApiError("Idempotency-Key is at most 255 characters", param="Idempotency-Key")
     key = f"header:{idempotency_key}" if idempotency_key else f"body:{body_sha256}"
     since = timezone.now() - timedelta(seconds=settings.FINETUNING_IDEMPOTENCY_WINDOW_S)
+    # Files and hyperparameters are checked before anything is written. The dataset is chosen (a
+    # composed one is committed on its own, like an upload) before the job's transaction: its
+    # stored objects could not be taken back by a rollback of that transaction.
+    training_file = _file_for(organization, request.training_file, "training_file")
+    validation_file = _file_for(organization, request.validation_file, "validation_file")
+    overrides = hyperparameters_to_overrides(preset=request.preset, hyperparameters=request.hyperparameters,
+                                             seed=request.seed)
+    if validation_file is not None:
+        # A configuration that job_create would refuse is refused before the pair is composed.
+        try:
+            job_services.job_config_resolve(preset=request.preset, overrides=overrides,
+                                            base_model=request.model or settings.DEFAULT_BASE_MODEL)
+        except job_services.JobConfigError as exc:
+            raise ApiError(exc.message, param=_config_error_param(exc.message), code=exc.code) from exc
+    dataset = _job_dataset(organization=organization, user=user, training_file=training_file,
+                           validation_file=validation_file)
     with transaction.atomic():
         ApiKey.objects.select_for_update().filter(pk=api_key.pk).first()
         JobCreateRequest.objects.filter(api_key=api_key, created_at__lt=since).delete()  # past the window: useless
@@ -215,16 +237,12 @@ def fine_tuning_job_create(*, organization, user, api_key: ApiKey, request: JobR
                                "for a different job", param="Idempotency-Key", code="idempotency_key_reused")
             return earlier.fine_tuning_job, False
 
-        training_file = _file_for(organization, request.training_file, "training_file")
-        validation_file = _file_for(organization, request.validation_file, "validation_file")
-        overrides = hyperparameters_to_overrides(preset=request.preset, hyperparameters=request.hyperparameters,
-                                                 seed=request.seed)
         try:
             training_job = job_services.job_create(
-                organization=organization, dataset=training_file.dataset, created_by=user, preset=request.preset,
+                organization=organization, dataset=dataset, created_by=user, preset=request.preset,
                 overrides=overrides, base_model=request.model, client="",
                 name=f"{training_file.filename} · {request.suffix or request.preset} (OpenAI API)",
-                notes=_validation_note(validation_file), test_hooks=request.test_hooks,
+                notes=_validation_note(training_file, validation_file, dataset), test_hooks=request.test_hooks,
             )
         except job_services.JobConfigError as exc:
             raise ApiError(exc.message, param=_config_error_param(exc.message), code=exc.code) from exc
@@ -239,13 +257,26 @@ def fine_tuning_job_create(*, organization, user, api_key: ApiKey, request: JobR
     return job, True
 
 
-def _validation_note(validation_file: FineTuningFile | None) -> str:
-    # A Dataset carries its own train/val split and a job trains on one Dataset, so another file
-    # cannot be this job's validation split yet: it is imported and recorded, and said so.
+def _job_dataset(*, organization, user, training_file: FineTuningFile,
+                 validation_file: FineTuningFile | None) -> Dataset:
+    """The dataset the job trains on: the training file's own (validated on the part it holds
+    out), or, with a validation file, one that trains on every conversation of the training file
+    and validates on every conversation of the validation file (`dataset_compose`)."""
+    if validation_file is None:
+        return training_file.dataset
+    try:
+        return dataset_compose(organization=organization, train=training_file.dataset, val=validation_file.dataset,
+                               created_by=user).dataset
+    except DatasetImportError as exc:
+        raise ApiError(exc.message, param="validation_file", code=exc.code) from exc
+
+
+def _validation_note(training_file: FineTuningFile, validation_file: FineTuningFile | None, dataset: Dataset) -> str:
     if validation_file is None:
         return ""
-    return (f"OpenAI validation_file {validation_file.id} ({validation_file.filename}, dataset "
-            f"{validation_file.dataset_id}) is recorded; the run validates on the training dataset's own held-out split.")
+    return (f"OpenAI training_file {training_file.id} ({training_file.filename}): all {dataset.train_conversations} "
+            f"conversations are trained on; validation_file {validation_file.id} ({validation_file.filename}): all "
+            f"{dataset.val_conversations} conversations are the validation split (composed dataset {dataset.pk}).")
 
 
 def _locked(job: FineTuningJob) -> FineTuningJob:

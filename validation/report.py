@@ -180,7 +180,9 @@ def report_document(run) -> dict[str, Any]:
                 "finished_at": run.finished_at.isoformat() if run.finished_at else None},
         "job": {"id": str(job.pk), "name": job.name, "client": job.client, "status": job.status,
                 "base_model": job.base_model, "adapter_uri": job.adapter_uri, "dataset": job.dataset.name,
-                "dataset_id": str(job.dataset_id), "created_at": job.created_at.isoformat(),
+                "dataset_id": str(job.dataset_id),
+                "validation_data": ((run.inputs or {}).get("dataset") or {}).get("description"),
+                "created_at": job.created_at.isoformat(),
                 "finished_at": job.finished_at.isoformat() if job.finished_at else None},
         "configuration": {"preset": job.preset, "hyperparameters": job.hyperparameters, "gpu_type": job.gpu_type,
                           "provider": job.provider, "spot": job.spot, "device": result.get("device"),
@@ -247,6 +249,8 @@ def render_pdf(document: dict[str, Any]) -> bytes:
     heading(f"Validation report - {job['name']}", 16)
     para(f"Job {job['id']} - base model {job['base_model']} - dataset {job['dataset']}"
          f"{' - client ' + job['client'] if job['client'] else ''}")
+    if job.get("validation_data"):
+        para(f"Validation data: {job['validation_data']}")
     para(f"Run {document['run']['id']} ({document['run']['trigger']}), finished {document['run']['finished_at']}")
     heading(f"Verdict: {document['verdict'].get('label')}")
     para(document["summary"])

@@ -320,6 +320,27 @@ def validation_runs_to_recover() -> list:
         | Q(status=RunStatus.PENDING, created_at__lt=pending_before)).values_list("pk", flat=True))
 
 
+def dataset_inputs(dataset) -> dict[str, Any]:
+    """The validation data as the report states it: the part of the training file held out of
+    training, or (an OpenAI validation_file, training.services.dataset_compose) a file of its own
+    while training used every conversation of the training file."""
+    out = {"id": str(dataset.pk), "name": dataset.name, "split": "validation",
+           "val_conversations": dataset.val_conversations, "split_seed": dataset.split_seed,
+           "val_fraction": dataset.val_fraction}
+    composition = dataset.composition
+    if composition:
+        train, val = composition["train"], composition["val"]
+        out.update(source="validation_file", training_file=train, validation_file=val, description=(
+            f"the validation file {val['source_filename'] or val['name']} ({val['conversations']} conversations, "
+            f"none trained on); training used all {train['conversations']} conversations of the training file "
+            f"{train['source_filename'] or train['name']}"))
+    else:
+        out.update(source="held_out_split", description=(
+            f"{dataset.val_conversations} of the training file's {dataset.conversation_count} conversations, held "
+            f"out of training (val_fraction {dataset.val_fraction}, seed {dataset.split_seed})"))
+    return out
+
+
 def _execute(run: ValidationRun) -> None:
     from validation.rubric import build_rubric
 
@@ -355,9 +376,7 @@ def _execute(run: ValidationRun) -> None:
         "evaluation_uri": ((job.result or {}).get("eval") or {}).get("evaluation_uri"),
         "evaluation_found": doc is not None,
         "evaluation_missing_reason": missing_reason or None,
-        "dataset": {"id": str(job.dataset_id), "name": job.dataset.name, "split": "validation",
-                    "val_conversations": job.dataset.val_conversations, "split_seed": job.dataset.split_seed,
-                    "val_fraction": job.dataset.val_fraction},
+        "dataset": dataset_inputs(job.dataset),
         "pod_settings": (doc or {}).get("settings"),
         "items": {name: ((doc or {}).get(name) or {}).get("n") for name in ("emotion", "knowledge", "replies")},
         "held_out_conversations": (doc or {}).get("held_out_conversations"),

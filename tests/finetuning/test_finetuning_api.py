@@ -130,13 +130,14 @@ def test_create_maps_auto_and_numbers_onto_the_preset(oai, training_file):
     hp = TrainingJob.objects.get(pk=odd.training_job_id).hyperparameters
     assert (hp["micro_batch_size"], hp["gradient_accumulation_steps"], hp["lora_r"]) == (1, 7, 4)
 
-    # A validation file is imported and recorded with the job (the run validates on the training
-    # dataset's own held-out split: a job trains on one Dataset).
+    # A validation file is the run's validation split (its dataset composes both files; see
+    # test_finetuning_validation_file.py); the job reports both ids as sent.
     validation = oai.files.create(file=("coach.jsonl", chat_jsonl()), purpose="fine-tune")
     validated = oai.fine_tuning.jobs.create(model=LLAMA_70B, training_file=training_file.id,
                                             validation_file=validation.id)
-    assert validated.validation_file == validation.id
-    assert validation.id in TrainingJob.objects.get(pk=validated.training_job_id).notes
+    assert validated.validation_file == validation.id and validated.training_file == training_file.id
+    run = TrainingJob.objects.get(pk=validated.training_job_id)
+    assert validation.id in run.notes and run.dataset.val_conversations == len(CHAT_LINES)
 
 
 INVALID_CREATES = [

@@ -58,3 +58,9 @@ class Dataset(models.Model):
     @property
     def token_method(self) -> str:
         return (self.stats or {}).get("tokens", {}).get("method", "estimate")
+
+    @property
+    def composition(self) -> dict | None:
+        """Both files of a dataset composed of a training file and a validation file
+        (training.services.dataset_compose); None for an import, split from one file."""
+        return (self.stats or {}).get("composition")
