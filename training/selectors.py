@@ -17,7 +17,8 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, RowNumber
 
 from training import states
-from training.models import Checkpoint, Dataset, JobEvent, JobTemplate, MetricPoint, TrainingJob
+from training.models import Checkpoint, Dataset, JobEvent, JobTemplate, MetricPoint, MetricRollup, TrainingJob
+from training.services.metric_rollups import BLOCK_SIZES, ROLLUP_KEYS, stats_from_points
 
 # Series the charts draw; the export has every key the pod reports.
 SERIES_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_s")
@@ -133,11 +134,16 @@ def metric_series(*, job: TrainingJob, keys: Iterable[str] = SERIES_KEYS, max_po
                   after_step: int | None = None) -> dict[str, Any]:
     """Each series as [[step, value], ...] with at most `max_points` points, however long the job.
 
-    Downsampled in the database: steps are cut into (max_points - 2) / 2 equal buckets and each
-    bucket keeps its lowest and its highest value (plus the first and the last point), so spikes
-    and the shape of the curve survive. A constant number of queries whatever the length: the step
-    range (two index probes), a count that stops at max_points + 1, then, when downsampling, one
-    aggregate over the job's points for all series on PostgreSQL (one query per series elsewhere).
+    Downsampled: the steps are cut into aligned blocks of `size` steps (block = step // size; the
+    largest of 4096, 1024, 256, 64, 16 that still gives at least (max_points - 2) / 2 blocks over
+    the range, else single steps), the blocks are shared out into (max_points - 2) / 2 equal
+    buckets, and each bucket keeps its lowest and its highest value (plus the first and the last
+    point), so spikes and the shape of the curve survive. With blocks of 16 steps or more the chart
+    series come from the rollups kept on write (a few hundred rows), other keys and single steps
+    from the points. A constant number of queries whatever the length: the step range (two index
+    probes), a count that stops at max_points + 1, then, when downsampling, one query for the
+    rolled-up series and one aggregate for the others on PostgreSQL (one per series elsewhere),
+    plus, with `after_step`, the points of the first, partly wanted, block.
     """
     max_points = max(4, min(int(max_points or settings.METRIC_SERIES_MAX_POINTS), settings.METRIC_SERIES_MAX_POINTS_LIMIT))
     keys = [k for k in keys if k in EXPORT_KEYS]
@@ -160,13 +166,18 @@ def metric_series(*, job: TrainingJob, keys: Iterable[str] = SERIES_KEYS, max_po
         return result
     result["downsampled"] = True
     buckets = max(1, (max_points - 2) // 2)
-    width = hi - lo + 1
+    size = _block_size(lo, hi, buckets)
+    first_block, blocks = lo // size, hi // size - lo // size + 1
+    rolled = [k for k in keys if k in ROLLUP_KEYS] if size > 1 else []
+    if rolled:
+        result["series"].update(_series_rollups(job, rolled, lo, hi, size, buckets, after_step))
+    keys = [k for k in keys if k not in rolled]
     if connection.vendor == "postgresql" and keys:
-        result["series"] = _series_postgresql(job, keys, lo, buckets, width, after_step)
+        result["series"].update(_series_postgresql(job, keys, size, first_block, buckets, blocks, after_step))
         return result
     for k in keys:
         picked = (rows.annotate(v=_value(k)).filter(v__isnull=False)
-                  .annotate(bucket=(F("step") - lo) * buckets / width)
+                  .annotate(bucket=(F("step") / size - first_block) * buckets / blocks)
                   .annotate(
                       r_min=Window(RowNumber(), partition_by=[F("bucket")], order_by=[F("v").asc(), F("step").asc()]),
                       r_max=Window(RowNumber(), partition_by=[F("bucket")], order_by=[F("v").desc(), F("step").asc()]),
@@ -178,7 +189,64 @@ def metric_series(*, job: TrainingJob, keys: Iterable[str] = SERIES_KEYS, max_po
     return result
 
 
-def _series_postgresql(job: TrainingJob, keys: list[str], lo: int, buckets: int, width: int,
+def _block_size(lo: int, hi: int, buckets: int) -> int:
+    """The largest rollup block size that still gives every bucket a block of its own; 1 (single
+    steps) when the range is too short for the smallest."""
+    for size in reversed(BLOCK_SIZES):
+        if hi // size - lo // size + 1 >= buckets:
+            return size
+    return 1
+
+
+def _series_rollups(job: TrainingJob, keys: list[str], lo: int, hi: int, size: int, buckets: int,
+                    after_step: int | None) -> dict[str, list]:
+    """The downsampled series from the rollups of one block size: each block's extremes are its
+    bucket's candidates. With `after_step` the first block may hold steps before the range: that
+    block comes from its points (fewer than `size`)."""
+    first_block, last_block = lo // size, hi // size
+    blocks = last_block - first_block + 1
+    whole_from = first_block
+    columns = ("min_value", "min_step", "max_value", "max_step", "first_step", "first_value", "last_step", "last_value")
+    parts: list[tuple] = []
+    if after_step is not None:
+        whole_from = first_block + 1
+        edge = job.metrics.filter(step__gt=after_step, step__lt=whole_from * size).values_list("step", "values")
+        parts += [(key, block, *(getattr(stats, c) for c in columns))
+                  for (key, block), stats in stats_from_points(edge, keys, size).items()]
+    parts += (MetricRollup.objects.filter(job=job, size=size, key__in=keys, block__gte=whole_from, block__lte=last_block)
+              .values_list("key", "block", *columns))
+    # BlockStats.merge, inlined: this loop runs over a few thousand rows on every chart read.
+    per_bucket: dict[tuple[str, int], list] = {}
+    for key, block, low, low_step, high, high_step, head_step, head, tail_step, tail in parts:
+        bucket = (key, (block - first_block) * buckets // blocks)
+        acc = per_bucket.get(bucket)
+        if acc is None:
+            per_bucket[bucket] = [low, low_step, high, high_step, head_step, head, tail_step, tail]
+            continue
+        if low < acc[0] or (low == acc[0] and low_step < acc[1]):
+            acc[0], acc[1] = low, low_step
+        if high > acc[2] or (high == acc[2] and high_step < acc[3]):
+            acc[2], acc[3] = high, high_step
+        if head_step < acc[4]:
+            acc[4], acc[5] = head_step, head
+        if tail_step > acc[6]:
+            acc[6], acc[7] = tail_step, tail
+    picked: dict[str, dict[int, float]] = {k: {} for k in keys}
+    ends: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
+    for (key, _), (low, low_step, high, high_step, head_step, head, tail_step, tail) in per_bucket.items():
+        picked[key][low_step] = low
+        picked[key][high_step] = high
+        ends[key] += [(head_step, head), (tail_step, tail)]
+    series = {}
+    for k in keys:
+        if ends[k]:
+            for step, value in (min(ends[k]), max(ends[k])):
+                picked[k][step] = value
+        series[k] = [[s, picked[k][s]] for s in sorted(picked[k])]  # floats already (FloatField)
+    return series
+
+
+def _series_postgresql(job: TrainingJob, keys: list[str], size: int, first_block: int, buckets: int, blocks: int,
                        after_step: int | None) -> dict[str, list]:
     """The same points as the window-function path (per bucket the lowest and the highest value,
     ties to the earliest step; the first and the last point), in one pass without sorting: min and
@@ -197,13 +265,13 @@ def _series_postgresql(job: TrainingJob, keys: list[str], lo: int, buckets: int,
     if after_step is not None:
         where += " AND step > %s"
         where_params.append(after_step)
-    sql = (f"SELECT {', '.join(aggregates)} FROM (SELECT step, (step - %s) * %s / %s AS bucket, {', '.join(columns)} "
-           f"FROM {table} WHERE {where}) AS points GROUP BY bucket")
+    sql = (f"SELECT {', '.join(aggregates)} FROM (SELECT step, (step / %s - %s) * %s / %s AS bucket, "
+           f"{', '.join(columns)} FROM {table} WHERE {where}) AS points GROUP BY bucket")
     picked: list[dict[int, float]] = [{} for _ in keys]
     first: list[list | None] = [None] * len(keys)
     last: list[list | None] = [None] * len(keys)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [lo, buckets, width, *params, *where_params])
+        cursor.execute(sql, [size, first_block, buckets, blocks, *params, *where_params])
         for row in cursor.fetchall():
             for i in range(len(keys)):
                 low, high, head, tail = row[4 * i: 4 * i + 4]

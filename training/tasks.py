@@ -9,6 +9,7 @@ from django.conf import settings
 
 from training.providers import ProviderError
 from training.services import pods
+from training.services.webhook_secrets import webhook_secrets_revoke_expired
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +78,14 @@ def pods_reconcile():
         return "skipped: another reconcile is running"
     try:
         report = pods.pods_reconcile()
+        # Finished jobs' webhook secrets whose late window is over, for jobs no late event touched.
+        revoked = webhook_secrets_revoke_expired()
     finally:
         try:
             lock.release()
         except redis.exceptions.LockError:
             pass
-    return report.__dict__
+    return {**report.__dict__, "secrets_revoked": revoked}
 
 
 @shared_task(bind=True, max_retries=5)

@@ -3,7 +3,13 @@
 Verify first, parse second: the job is found from the `webhook-id` header
 (`evt_<job uuid>_<attempt>_<seq>`), its secret checks the signature over the raw body, and only
 then is the body parsed. 400 malformed, 401 bad signature, 200 for accepted and for duplicates
-(the pod stops retrying either way), 404 unknown job, 410 for a finished job whose secret is revoked.
+(the pod stops retrying either way), 404 unknown job, 410 for a finished job whose late window is
+over (its secret is then erased).
+
+A finished job's pod may still deliver events for `POD_EVENT_LATE_WINDOW_S` after the terminal
+move (an event overtaken by `completed`): they are verified with the same secret, stored, and
+their data kept (metric points, checkpoints, logs, forward-only progress); they never change the
+job's state, bill or notify (`training.services.pod_events`, `training.services.webhook_secrets`).
 
 The view is async: the database work (lookup, verification, storing and applying the event) runs
 in the request's worker thread, and the live updates it produces are then published to the channel
@@ -24,9 +30,9 @@ from django.views.decorators.http import require_POST
 
 from gpu_worker import signing
 from gpu_worker.contracts import PodEvent
-from training.models import TrainingJob
 from training.broadcast import publish_job_updates
 from training.services.pod_events import pod_event_ingest
+from training.services.webhook_secrets import pod_event_secret
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +70,11 @@ async def pod_events(request):
 
 def _verify_and_ingest(job_id: uuid.UUID, msg_id: str, headers: dict, body: bytes):
     """(response, IngestResult or None). Runs in the request's thread (database access)."""
-    secret = TrainingJob.objects.filter(pk=job_id).values_list("webhook_secret", flat=True).first()
+    secret = pod_event_secret(job_id=job_id)
     if secret is None:
         return _error(404, "unknown_job", "no such job"), None
     if not secret:
-        # The job is finished and its secret revoked; tell the pod to stop sending.
+        # The job is finished, its late window over and its secret revoked; tell the pod to stop.
         return _error(410, "job_finished", "the job is finished; events are no longer accepted"), None
     try:
         signing.verify(secret, headers, body)

@@ -35,3 +35,8 @@ ALLOW_TEST_HOOKS = env_str("ALLOW_TEST_HOOKS", "") in {"1", "true", "yes"}
 LAUNCH_STALL_S = env_int("LAUNCH_STALL_S", 120)  # provisioning with no pod id this long: launch again
 POD_EXIT_SETTLE_S = env_int("POD_EXIT_SETTLE_S", 30)  # wait this long for a finished pod's last events
 POD_COMPLETED_EXIT_WAIT_S = env_int("POD_COMPLETED_EXIT_WAIT_S", 10)  # then a completed job's pod is terminated
+# After a job's terminal move its pod's events are still verified and their data kept (never a
+# state change) for this long; then 410 and the secret is erased. Default: the pod's final flush
+# (15 s after `completed`, gpu_worker/runner.py) on top of the settle time the control plane
+# already gives a finished pod's last events (POD_EXIT_SETTLE_S): 30 + 15 = 45 s.
+POD_EVENT_LATE_WINDOW_S = env_int("POD_EVENT_LATE_WINDOW_S", POD_EXIT_SETTLE_S + 15)

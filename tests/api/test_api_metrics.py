@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from tests.jobs.factories import make_running_job
 from training.models import MetricPoint
+from training.services.metric_rollups import metric_rollups_rebuild
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +26,7 @@ def _points(job, n, spike_at=None):
                                 values={"loss": loss, "learning_rate": 2e-4 * (1 - step / n), "grad_norm": 1.0,
                                         "tokens_per_s": 900.0, "total_steps": n}))
     MetricPoint.objects.bulk_create(rows, batch_size=2000)
+    metric_rollups_rebuild(job_id=job.pk)  # written around the pod-event path: rebuild its rollups
 
 
 def test_series_short_job_is_exact(client_as, organization, finished_job):

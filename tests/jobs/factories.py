@@ -67,7 +67,10 @@ def training_events(job, steps=6, checkpoint_every=2):
             add("checkpoint_saved", step, {"step": step, "uri": f"file:///ckpt/step-{step}", "bytes": 100})
     add("stage_changed", steps, {"stage": "finalizing"})
     add("stage_changed", steps, {"stage": "evaluating"})
-    add("completed", steps, {"adapter_uri": "file:///adapter", "eval": {"base_perplexity": 9.0, "adapted_perplexity": 7.0}})
+    # Like the pod's (gpu_worker/runner.py): the final counts travel with `completed`.
+    add("completed", steps, {"adapter_uri": "file:///adapter", "eval": {"base_perplexity": 9.0, "adapted_perplexity": 7.0},
+                             "final_metrics": {"step": steps, "total_steps": steps, "epoch": 1.0,
+                                               "loss": 3.0 - steps * 0.1}})
     return events
 
 

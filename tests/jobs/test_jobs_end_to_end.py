@@ -132,7 +132,7 @@ def test_cancel_leaves_no_process_and_late_events_change_nothing(job_stack, orga
     secret = job.webhook_secret
     job_cancel(job_id=job.pk)
     job.refresh_from_db()
-    assert job.status == states.CANCELLED and job.webhook_secret == ""
+    assert job.status == states.CANCELLED and job.webhook_secret == secret  # kept for the late window
 
     pods_dir = Path(job_stack.env["LOCAL_PODS_DIR"])
 
@@ -147,15 +147,28 @@ def test_cancel_leaves_no_process_and_late_events_change_nothing(job_stack, orga
     wait_for(no_process, 40, message="the pod's processes to be gone")
     assert read_pod_json(pods_dir), "the pod was started"
 
-    step_before = job.current_step
+    from billing.models import JobCost
+
+    # What the pod reported while shutting down was kept (late events); now a late `completed`.
+    job.refresh_from_db()
+    step_before, finished_before = job.current_step, job.finished_at
+    moves_before = list(JobEvent.objects.filter(job=job, type="transition").values_list("to_status", flat=True))
+    cost_before = JobCost.objects.filter(job=job).values().first()
     late = PodEvent(event_id=f"evt_{job.pk}_{job.attempt}_9999", job_id=str(job.pk), attempt=job.attempt, seq=9999,
                     type="completed", timestamp=__import__("time").time(), step=999, data={"adapter_uri": "file:///x"})
     body = late.to_json()
     response = client.post("/api/v1/pod-events/", data=body, content_type="application/json",
                            **{f"HTTP_{k.upper().replace('-', '_')}": v for k, v in signing.sign_headers(secret, late.event_id, body).items()})
-    assert response.status_code == 410
+    # Inside POD_EVENT_LATE_WINDOW_S: stored for the record, and ignored (a finished job's state is final).
+    assert response.status_code == 200, response.content
+    assert response.json() == {"stored": True, "applied": False, "duplicate": False, "status": states.CANCELLED}
     job.refresh_from_db()
     assert job.status == states.CANCELLED and job.current_step == step_before and job.adapter_uri == ""
+    assert job.finished_at == finished_before and JobEvent.objects.filter(event_id=late.event_id).exists()
+    # No move, hence no notification, no settlement, no artifacts: and no charge.
+    assert list(JobEvent.objects.filter(job=job, type="transition").values_list("to_status", flat=True)) == moves_before
+    assert moves_before.count(states.CANCELLED) == 1
+    assert JobCost.objects.filter(job=job).values().first() == cost_before
 
 
 def test_train_command_waits_and_exits_non_zero_on_failure(job_stack, organization, dataset, tiny_model_path):

@@ -127,17 +127,17 @@ def test_replayed_and_shuffled_events_are_harmless(organization, client):
         rng.shuffle(deliveries)
         steps_seen = []
         for ev in deliveries:
-            assert signed_post(client, ev, job.webhook_secret).status_code in (200, 410)
+            assert signed_post(client, ev, job.webhook_secret).status_code == 200  # inside the late window
             job.refresh_from_db()
             steps_seen.append(job.current_step)
         assert steps_seen == sorted(steps_seen), "progress went backwards"
         got = _final_state(job)
-        # Metrics after completion are dropped (finished jobs hear nothing): compare what the job kept.
-        assert got[0] == states.COMPLETED and got[3] == expected[3]
+        # Events overtaken by `completed` are kept as late events: the same final state.
+        assert got == expected
         assert JobEvent.objects.filter(job=job, source="pod").count() <= len(events)
         assert len(set(JobEvent.objects.filter(job=job).values_list("event_id", flat=True))) == \
             JobEvent.objects.filter(job=job).count()
-    print(f"\nreplay/shuffle: {trials} shuffled streams, each event delivered 1-4 times: duplicates stored 0")
+    print(f"\nreplay/shuffle: {trials} shuffled streams, each event delivered 1-4 times: duplicates stored 0, final state as in order {trials}/{trials}")
 
 
 def test_events_of_an_old_attempt_are_stored_but_not_applied(organization, client):
@@ -157,7 +157,8 @@ def test_failed_event_records_class_and_fix(job, client):
     job.refresh_from_db()
     assert job.status == states.FAILED and job.error_class == "cuda_oom"
     assert job.error_fix == {"micro_batch_size": 1, "gradient_accumulation_steps": 8}
-    assert job.webhook_secret == ""  # revoked
+    # Kept for the pod's late events (POD_EVENT_LATE_WINDOW_S), erased after (test_jobs_late_events.py).
+    assert job.webhook_secret and job.finished_at
 
 
 def test_body_must_match_header(job, client):

@@ -127,9 +127,10 @@ def test_replay_shuffle_concurrent(organization):
         differs = {k for k in expected if got[k] != expected[k]}
         REPLAY["final_differs"] += bool(differs)
         REPLAY["final_differs_fields"] |= differs
-        assert set(log) <= {200, 410}, log
+        # Every delivery is inside the late window: nothing is refused, nothing is lost.
+        assert set(log) == {200}, log
         assert dup == 0 and backwards == 0
-        assert got["status"] == states.COMPLETED and got["adapter_uri"] == expected["adapter_uri"]
+        assert got == expected, {k: (got[k], expected[k]) for k in differs}
 
     try:
         run()
@@ -144,17 +145,14 @@ def test_replay_shuffle_concurrent(organization):
         record(label, "final state differs from in-order", f"{r['final_differs']}/{r['examples']}"
                + (f" ({', '.join(sorted(r['final_differs_fields']))})" if r["final_differs_fields"] else ""),
                target="0")
-    # What must hold today: the end state and the adapter. The rest of the final state (metric
-    # points, checkpoints and step counts whose events arrive after `completed`) is the gap shown
-    # by test_late_events_after_completion_are_kept below.
+    assert r["final_differs"] == 0
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(strict=True, reason="events delivered after `completed` get 410 (secret revoked at the terminal "
-                   "move) and are lost; fix described in docs/reliability.md (webhooks.py/pod_events.py)")
 def test_late_events_after_completion_are_kept(organization, client):
     """The minimal shuffle: `completed` overtakes the last metrics and checkpoint events (a proxy
-    or a retry can reorder). The final state should equal the in-order one."""
+    or a retry can reorder). The final state equals the in-order one, and the late events moved
+    nothing (one move to `completed`, made by `completed` itself)."""
     reference = make_running_job(organization, status=states.PROVISIONING)
     for ev in training_events(reference):
         signed_post(client, ev, reference.webhook_secret)
@@ -162,7 +160,12 @@ def test_late_events_after_completion_are_kept(organization, client):
     events = training_events(job)
     completed = events.pop()
     for ev in events[:-5] + [completed] + events[-5:]:
-        signed_post(client, ev, job.webhook_secret)
+        response = signed_post(client, ev, job.webhook_secret)
+        assert response.status_code == 200 and response.json()["stored"], response.content
     want, got = _state(reference), _state(job)
-    want.pop("adapter_uri"), got.pop("adapter_uri")
     assert got == want
+    late = [signed_post(client, ev, job.webhook_secret).json() for ev in events[-5:]]  # replayed: duplicates
+    assert all(r["duplicate"] for r in late)
+    moves = list(JobEvent.objects.filter(job=job, type="transition", to_status__in=states.TERMINAL_STATES)
+                 .values_list("to_status", flat=True))
+    assert moves == [states.COMPLETED]

@@ -145,6 +145,34 @@ class MetricPoint(models.Model):
         constraints = [models.UniqueConstraint(fields=["job", "step"], name="one_metric_point_per_step")]
 
 
+class MetricRollup(models.Model):
+    """One chart series over one aligned block of `size` steps (block = step // size): what the
+    chart of a long job reads instead of every point. Kept by
+    training.services.metric_rollups, never edited by hand."""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="metric_rollups")
+    key = models.CharField(max_length=40)
+    size = models.PositiveIntegerField()
+    block = models.PositiveIntegerField()
+    count = models.PositiveIntegerField()
+    total = models.FloatField()  # for a mean per bucket
+    min_value = models.FloatField()
+    min_step = models.PositiveIntegerField()
+    max_value = models.FloatField()
+    max_step = models.PositiveIntegerField()
+    first_step = models.PositiveIntegerField()
+    first_value = models.FloatField()
+    last_step = models.PositiveIntegerField()
+    last_value = models.FloatField()
+
+    class Meta:
+        # Also the index of the read: one job, one size, a range of blocks.
+        constraints = [models.UniqueConstraint(fields=["job", "size", "key", "block"], name="one_rollup_per_block")]
+
+    def __str__(self):
+        return f"{self.key} {self.size}x{self.block}"
+
+
 class Checkpoint(models.Model):
     job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="checkpoints")
     step = models.PositiveIntegerField()

@@ -154,8 +154,10 @@ def _move(job: TrainingJob, to_status: str, *, reason: str = "", event_id: str |
     if to_status in states.POD_STAGES:
         job.stage = to_status
     if states.is_terminal(to_status):
+        # The webhook secret is not revoked here: the pod's late events (data only, never a state
+        # change) are still verified for POD_EVENT_LATE_WINDOW_S after finished_at, then refused
+        # and the secret erased (training.services.webhook_secrets).
         job.finished_at = now
-        job.webhook_secret = ""  # revoked: nothing the pod sends from now on is believed
     job.save()
     JobEvent.objects.create(
         job=job,

@@ -1,6 +1,8 @@
 """Applying pod events: each is stored once (unique per job and event id) and applied under the
 job's row lock by one handler per event type. A late or repeated event never moves a job
-backwards, and events for a finished job change nothing."""
+backwards. A finished job's state is final: its pod's late events (inside the late window,
+`training.services.webhook_secrets`) only add data — metric points, checkpoints, logs, forward-only
+progress — and never move, bill or notify."""
 from __future__ import annotations
 
 import copy
@@ -20,6 +22,8 @@ from training import states
 from training.broadcast import publish_job_updates
 from training.models import Checkpoint, JobEvent, MetricPoint, TrainingJob
 from training.services.jobs import _move, job_stopped
+from training.services.metric_rollups import metric_rollups_add
+from training.services.webhook_secrets import late_window_open
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +33,8 @@ METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "epoch", "g
 @dataclass(frozen=True)
 class IngestResult:
     stored: bool      # False: a duplicate (already stored), nothing done
-    applied: bool     # False: stored for the record but changed nothing (stale attempt, finished job)
+    applied: bool     # False: stored for the record but changed nothing (stale attempt; for a finished
+                      # job, any event but a late metrics/checkpoint/log one inside the late window)
     status: str
     # With publish=False: the committed live updates the caller must publish
     # (training.broadcast.publish_job_updates).
@@ -60,6 +65,7 @@ def _on_metrics(job: TrainingJob, event: PodEvent, live: list) -> None:
     points = event.data.get("points")  # a pod may batch several steps in one event
     rows = [(event.step, values)] if points is None else [(int(p["step"]), {k: p[k] for k in METRIC_KEYS if k in p})
                                                            for p in points]
+    metric_rollups_add(job_id=job.pk, rows=rows)  # chart rollups; first: it compares with what is stored
     MetricPoint.objects.bulk_create(
         [MetricPoint(job=job, step=step, attempt=event.attempt, values=vals) for step, vals in rows],
         update_conflicts=True, unique_fields=["job", "step"], update_fields=["values", "attempt"],
@@ -93,6 +99,13 @@ def _on_completed(job: TrainingJob, event: PodEvent, live: list) -> None:
     job.result = dict(event.data)
     artifacts = event.data.get("artifacts") or {}
     job.adapter_uri = event.data.get("adapter_uri") or artifacts.get("adapter_uri") or artifacts.get("adapter") or ""
+    # The final counts come with the event (gpu_worker.runner's `final_metrics`), so they do not
+    # depend on the last metrics arriving first: those may come late, or be dropped by the pod.
+    final = event.data.get("final_metrics") or {}
+    total = final.get("total_steps") or event.data.get("total_steps")
+    if total:
+        job.total_steps = int(total)
+    job.current_step = max(job.current_step, int(final.get("step") or event.step or 0))
     if job.total_steps:
         job.current_step = max(job.current_step, job.total_steps)
     _move(job, states.COMPLETED, reason="the pod finished", event_id=f"{event.event_id}:move")
@@ -134,6 +147,10 @@ HANDLERS: dict[str, Callable[[TrainingJob, PodEvent, list], None]] = {
     contracts.EVENT_INTERRUPTED: _on_interrupted,
     contracts.EVENT_HEARTBEAT: _on_heartbeat,
 }
+
+# What a finished job still takes from its pod (late events, inside the late window): data only.
+# Stage, terminal and interruption events are stored and ignored; a heartbeat has nothing to keep.
+LATE_DATA_EVENTS = frozenset({contracts.EVENT_METRICS, contracts.EVENT_CHECKPOINT_SAVED, contracts.EVENT_LOG})
 
 
 def interruption_record(job: TrainingJob, *, checkpoint_uri: str | None, step: int, reason: str) -> bool:
@@ -178,15 +195,23 @@ def pod_event_ingest(*, job_id, event: PodEvent, publish: bool = True) -> Ingest
                 )
         except IntegrityError:
             return IngestResult(stored=False, applied=False, status=job.status)
-        # Only the current attempt's pod speaks for the job; a finished job hears nobody.
-        if job.is_terminal or event.attempt != job.attempt:
+        # Only the current attempt's pod speaks for the job.
+        if event.attempt != job.attempt:
+            return IngestResult(stored=True, applied=False, status=job.status)
+        # A finished job keeps the data of its pod's late events, nothing else (its state is final).
+        late = job.is_terminal
+        if late and (event.type not in LATE_DATA_EVENTS or not late_window_open(job.finished_at)):
             return IngestResult(stored=True, applied=False, status=job.status)
         before = _field_values(job)
         HANDLERS[event.type](job, event, live)
-        job.last_event_at = timezone.now()
+        if late and job.status != before["status"]:
+            raise RuntimeError(f"a late {event.type} event changed a finished job's status")  # a handler bug
+        if not late:
+            job.last_event_at = timezone.now()
         # Only what changed: a metrics event writes a few columns, not the whole row.
         job.save(update_fields=[*_changed_fields(job, before), "updated_at"])
-        billing.job_cost_update(job=job, status_changed=job.status != before["status"])
+        if not late:  # a finished job is settled: a late event is never metered
+            billing.job_cost_update(job=job, status_changed=job.status != before["status"])
         status = job.status
         job_pk, org_id = str(job.pk), job.organization_id
         progress = {"kind": "progress", "status": status, "step": job.current_step, "total_steps": job.total_steps,
