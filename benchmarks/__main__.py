@@ -10,7 +10,8 @@ Each benchmark prints its figures as a table followed by the exact command that 
 docs/performance.md records them. Names:
   runtime    training runtime overhead: gpu_worker loop vs minimal loops (tiny model, CPU)
   tokens     tokens per epoch, pair by pair vs per conversation, padding share
-  ingest     pod events/s through the webhook, POST-to-websocket latency, nothing lost (served processes)
+  ingest     requests/s, pod events/s and points/s through the webhook, the pod's batching sender vs one
+             request per event, POST-to-websocket latency, nothing lost (served processes)
   api        job list, job detail, metric series: latency and queries, small vs 1,000 jobs / 1M points
   demo       `make demo` wall time, cold and warm; start to first metric
   estimator  duration and cost estimate error over a (synthetic) history of runs

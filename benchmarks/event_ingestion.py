@@ -1,7 +1,9 @@
-"""Pod-event ingestion: events/s through POST /api/v1/pod-events/ and POST-to-websocket latency.
+"""Pod-event ingestion: requests/s, pod events/s and metric points/s through POST /api/v1/pod-events/,
+and POST-to-websocket latency.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/brightrun REDIS_URL=redis://127.0.0.1:6379/0 \\
-      .venv/bin/python benchmarks/event_ingestion.py [--jobs 50] [--events-per-job 400] [--rate 1000]
+      .venv/bin/python benchmarks/event_ingestion.py [--jobs 50] [--events-per-job 400] [--rate 1000] \\
+      [--sender batched|single|both]
 
 Against the real served processes (`manage.py runall --only web`: daphne, as deployed, WEB_WORKERS
 processes), a dedicated PostgreSQL database (`brightrun_bench`, dropped at the end) and Redis
@@ -11,9 +13,21 @@ line every 100, each signed with the job's secret (Standard Webhooks). One webso
 (a logged-in session, `/ws/jobs/<id>/`), in a separate process, records when it first sees each
 step.
 
+Each pod sends the way gpu_worker's EventSender does: one request at a time, and what to send next
+is `gpu_worker.events.next_request` over the events emitted so far and not yet sent. `--sender
+batched` (the pod's default): when events back up, consecutive metrics events go as one request
+carrying all their points; `single`: one request per event (the sender before batching, and
+`EventSender(batch=False)`). `both` runs both, on fresh databases, one after the other.
+
 Two phases on the same jobs:
-  saturate  every pod sends as fast as the server answers (closed loop): sustained events/s
-  paced     the pods together offer `--rate` events/s (open loop): latency at that load
+  saturate  every pod's whole stream is emitted at once and sent as fast as the server answers
+            (closed loop): sustained throughput
+  paced     the pods together emit `--rate` events/s (open loop): throughput and latency at that load
+
+Figures: requests/s (HTTP requests answered, one webhook delivery each), pod events/s (the events
+the pods emitted, delivered: a batch counts its points) and metric points/s. POST -> websocket latency
+is from the start of the request that carried the point; "from emit" adds the time the point waited
+in the pod's queue (paced phase).
 
 Lost = sent and answered 200 but missing from the database (JobEvent, MetricPoint) or never
 received by the job's websocket client.
@@ -81,9 +95,8 @@ def seed(n_jobs: int) -> dict:
     return {"jobs": jobs, "session": store.session_key, "cookie": settings.SESSION_COOKIE_NAME}
 
 
-def job_stream(job: dict, first_seq: int, first_step: int, n_events: int, with_stages: bool) -> list[tuple]:
-    """[(seq, type, step, body, headers)] of one pod, signed now."""
-    from gpu_worker import signing
+def job_stream(job: dict, first_seq: int, first_step: int, n_events: int, with_stages: bool) -> list:
+    """[PodEvent] of one pod, in the order it emits them (signed when sent)."""
     from gpu_worker.contracts import PodEvent
 
     out = []
@@ -92,11 +105,8 @@ def job_stream(job: dict, first_seq: int, first_step: int, n_events: int, with_s
 
     def add(type_, step_, data):
         nonlocal seq
-        event = PodEvent(event_id=f"evt_{job['id']}_1_{seq}", job_id=job["id"], attempt=1, seq=seq, type=type_,
-                         timestamp=time.time(), step=step_, data=data)
-        body = event.to_json()
-        body = body if isinstance(body, bytes) else body.encode()
-        out.append((seq, type_, step_, body, signing.sign_headers(job["secret"], event.event_id, body)))
+        out.append(PodEvent(event_id=f"evt_{job['id']}_1_{seq}", job_id=job["id"], attempt=1, seq=seq, type=type_,
+                            timestamp=time.time(), step=step_, data=data))
         seq += 1
 
     if with_stages:
@@ -173,24 +183,43 @@ def ws_process(port: int, jobs: list[str], cookie: str, conn) -> None:
 
 # ----------------------------------------------------------------------------- senders
 
-async def send_all(port: int, streams: dict[str, list[tuple]], rate: float | None) -> dict:
+async def send_all(port: int, streams: dict[str, list], secrets: dict[str, str], rate: float | None,
+                   batched: bool) -> dict:
+    import collections
+
     import aiohttp
+
+    from gpu_worker import signing
+    from gpu_worker.events import next_request
 
     url = f"http://127.0.0.1:{port}/api/v1/pod-events/"
     sent: dict[str, dict] = {j: {} for j in streams}          # job -> {(type, step): t_send}
+    emitted: dict[str, dict] = {j: {} for j in streams}       # job -> {(type, step): t_emit}
     http_lat: list[float] = []
     statuses: dict[int, int] = {}
+    counts = {"requests_ok": 0, "events_ok": 0, "points_ok": 0}
     per_job_rate = (rate / len(streams)) if rate else None
 
     async def pod(session, job_id, stream, offset):
-        mine = sent[job_id]
+        mine, mine_emitted = sent[job_id], emitted[job_id]
         start = time.monotonic() + offset
-        for i, (seq, type_, step, body, headers) in enumerate(stream):
-            if per_job_rate:
-                due = start + i / per_job_rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+        due = [start + i / per_job_rate if per_job_rate else start for i in range(len(stream))]
+        queue: collections.deque = collections.deque()
+        n_emitted = 0
+        while n_emitted < len(stream) or queue:
+            now = time.monotonic()
+            while n_emitted < len(stream) and due[n_emitted] <= now:  # training emitted these by now
+                event = stream[n_emitted]
+                queue.append(event)
+                mine_emitted[(event.type, event.step)] = due[n_emitted]
+                n_emitted += 1
+            if not queue:
+                await asyncio.sleep(max(0.0, due[n_emitted] - now))
+                continue
+            request, carried = next_request(queue, coalesce=batched)
+            body = request.to_json()
+            headers = signing.sign_headers(secrets[job_id], request.event_id, body)
+            points = request.data["points"] if "points" in request.data else [{"step": request.step}]
             t0 = time.monotonic()
             for attempt in range(5):  # a pod retries connection errors
                 try:
@@ -206,7 +235,12 @@ async def send_all(port: int, streams: dict[str, list[tuple]], rate: float | Non
             http_lat.append(t1 - t0)
             statuses[status] = statuses.get(status, 0) + 1
             if status == 200:
-                mine[(type_, step)] = t0
+                counts["requests_ok"] += 1
+                counts["events_ok"] += carried
+                if request.type == "metrics":
+                    counts["points_ok"] += carried
+                for p in points:
+                    mine[(request.type, int(p["step"]))] = t0
 
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -215,13 +249,14 @@ async def send_all(port: int, streams: dict[str, list[tuple]], rate: float | Non
         await asyncio.gather(*(pod(session, j, s, (k / n) / (per_job_rate or 1e9)) for k, (j, s) in enumerate(streams.items())))
         elapsed = time.monotonic() - t_start
     total = sum(len(s) for s in streams.values())
-    return {"sent": sent, "elapsed": elapsed, "events": total, "http_lat": http_lat, "statuses": statuses}
+    return {"sent": sent, "emitted": emitted, "elapsed": elapsed, "events": total, "http_lat": http_lat,
+            "statuses": statuses, **counts}
 
 
 # ----------------------------------------------------------------------------- one run
 
 def run_once(*, n_jobs: int, events_per_job: int, paced_per_job: int, rate: float, web_workers: int | None,
-             log_dir: Path) -> dict:
+             log_dir: Path, batched: bool) -> dict:
     S.database_recreate()
     S.django_setup()
     from django.db import connection
@@ -249,10 +284,11 @@ def run_once(*, n_jobs: int, events_per_job: int, paced_per_job: int, rate: floa
             streams = {}
             for j in info["jobs"]:
                 stream = job_stream(j, seq_next[j["id"]], step_next[j["id"]], per_job, stages)
-                seq_next[j["id"]] = stream[-1][0] + 1
-                step_next[j["id"]] = max(s[2] for s in stream) + 1
+                seq_next[j["id"]] = stream[-1].seq + 1
+                step_next[j["id"]] = max(e.step for e in stream) + 1
                 streams[j["id"]] = stream
-            out = asyncio.run(send_all(served.port, streams, phase_rate))
+            secrets = {j["id"]: j["secret"] for j in info["jobs"]}
+            out = asyncio.run(send_all(served.port, streams, secrets, phase_rate, batched))
             for j in jobs:
                 all_sent[j].update(out["sent"][j])
             results[name] = out
@@ -273,20 +309,22 @@ def run_once(*, n_jobs: int, events_per_job: int, paced_per_job: int, rate: floa
     return results
 
 
-def summarize(res: dict, rate: float) -> list[list]:
+def summarize(res: dict, rate: float, sender: str) -> list[list]:
     rows = []
     got = res["ws"]
     for name in ("saturate", "paced"):
         out = res.get(name)
         if not out:
             continue
-        lat_metrics, lat_ckpt, missing_ws = [], [], 0
+        lat_metrics, lat_emit, lat_ckpt, missing_ws = [], [], [], 0
         for job, sent in out["sent"].items():
             seen, ck = got["seen"].get(job, {}), got["ckpt"].get(job, {})
+            emitted = out["emitted"][job]
             for (type_, step), t0 in sent.items():
                 if type_ == "metrics":
                     if step in seen:
                         lat_metrics.append(seen[step] - t0)
+                        lat_emit.append(seen[step] - emitted[(type_, step)])
                     else:
                         missing_ws += 1
                 elif type_ == "checkpoint_saved":
@@ -294,12 +332,15 @@ def summarize(res: dict, rate: float) -> list[list]:
                         lat_ckpt.append(ck[step] - t0)
                     else:
                         missing_ws += 1
-        ok = out["statuses"].get(200, 0)
-        rows.append([name, "max" if name == "saturate" else f"{rate:,.0f}", out["events"], ok,
-                     out["events"] / out["elapsed"], S.percentile(out["http_lat"], 50) * 1000,
+        requests = sum(out["statuses"].values())
+        elapsed = out["elapsed"]
+        rows.append([sender, name, "max" if name == "saturate" else f"{rate:,.0f}", out["events"], requests,
+                     out["statuses"].get(200, 0), out["requests_ok"] / elapsed, out["events_ok"] / elapsed,
+                     out["points_ok"] / elapsed, S.percentile(out["http_lat"], 50) * 1000,
                      S.percentile(out["http_lat"], 99) * 1000,
                      S.percentile(lat_metrics, 50) * 1000, S.percentile(lat_metrics, 99) * 1000,
-                     S.percentile(lat_ckpt, 50) * 1000, S.percentile(lat_ckpt, 99) * 1000, missing_ws])
+                     S.percentile(lat_emit, 99) * 1000 if name == "paced" else float("nan"),
+                     S.percentile(lat_ckpt, 99) * 1000, missing_ws])
     return rows
 
 
@@ -311,6 +352,8 @@ def main(argv=None) -> str:
     ap.add_argument("--rate", type=float, default=1000.0, help="offered events/s in the paced phase (all jobs)")
     ap.add_argument("--web-workers", type=int, help="override WEB_WORKERS for the served processes")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--sender", choices=("batched", "single", "both"), default="both",
+                    help="how each pod sends: batched (the pod's sender), single (one request per event), both")
     ap.add_argument("--quick", action="store_true", help="10 jobs, 40 + 40 events each")
     ap.add_argument("--keep-db", action="store_true")
     args = ap.parse_args(argv)
@@ -320,27 +363,31 @@ def main(argv=None) -> str:
     rows, db_rows = [], []
     command = None
     try:
+        senders = ("batched", "single") if args.sender == "both" else (args.sender,)
         for r in range(args.repeats):
-            res = run_once(n_jobs=args.jobs, events_per_job=args.events_per_job, paced_per_job=args.paced_per_job,
-                           rate=args.rate, web_workers=args.web_workers, log_dir=log_dir)
-            command = res["command"]
-            for row in summarize(res, args.rate):
-                rows.append([r + 1, *row])
-            sent_ok = sum(res[p]["statuses"].get(200, 0) for p in ("saturate", "paced") if p in res)
-            metric_sent = sum(1 for j in res["all_sent"].values() for k in j if k[0] == "metrics")
-            db_rows.append([r + 1, sent_ok, res["db_events"], sent_ok - res["db_events"], metric_sent, res["db_points"],
-                            metric_sent - res["db_points"], res["ws"].get("messages", 0)])
+            for sender in senders:
+                res = run_once(n_jobs=args.jobs, events_per_job=args.events_per_job, paced_per_job=args.paced_per_job,
+                               rate=args.rate, web_workers=args.web_workers, log_dir=log_dir,
+                               batched=sender == "batched")
+                command = res["command"]
+                for row in summarize(res, args.rate, sender):
+                    rows.append([r + 1, *row])
+                sent_ok = sum(res[p]["statuses"].get(200, 0) for p in ("saturate", "paced") if p in res)
+                metric_sent = sum(1 for j in res["all_sent"].values() for k in j if k[0] == "metrics")
+                db_rows.append([r + 1, sender, sent_ok, res["db_events"], sent_ok - res["db_events"], metric_sent,
+                                res["db_points"], metric_sent - res["db_points"], res["ws"].get("messages", 0)])
     finally:
         if not args.keep_db:
             S.database_drop()
     me = "benchmarks/event_ingestion.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = S.table(f"Event ingestion: {args.jobs} jobs, POST /api/v1/pod-events/ -> websocket",
-                  ["run", "phase", "offered/s", "events", "200", "events/s", "http p50 ms", "http p99 ms",
-                   "ws metrics p50 ms", "ws metrics p99 ms", "ws ckpt p50 ms", "ws ckpt p99 ms", "ws missing"],
+                  ["run", "sender", "phase", "offered/s", "pod events", "requests", "200", "requests/s",
+                   "pod events/s", "points/s", "http p50 ms", "http p99 ms", "ws metrics p50 ms",
+                   "ws metrics p99 ms", "ws p99 from emit ms", "ws ckpt p99 ms", "ws missing"],
                   rows, f".venv/bin/python {me.strip()}   (server: python {command}; logs in {log_dir})")
     out += "\n" + S.table("Event ingestion: nothing lost (database vs answered 200)",
-                          ["run", "events 200", "JobEvent rows", "lost", "metric events", "MetricPoint rows", "lost",
-                           "ws messages"], db_rows)
+                          ["run", "sender", "requests 200", "JobEvent rows", "lost", "metric points", "MetricPoint rows",
+                           "lost", "ws messages"], db_rows)
     print(out, flush=True)
     return out
 

@@ -1,4 +1,5 @@
-"""ASGI entry point for daphne: HTTP through Django, websockets through Channels."""
+"""ASGI entry point for daphne: HTTP through Django (pod events through a lean path in front of it),
+websockets through Channels."""
 import os
 
 from django.core.asgi import get_asgi_application
@@ -12,6 +13,7 @@ from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
+from training.webhooks_asgi import PodEventsApp  # noqa: E402
 
 # A websocket's Origin must be one of our hosts (ALLOWED_HOSTS, as AllowedHostsOriginValidator
 # checks) or a configured frontend origin (FRONTEND_ORIGINS, which CORS allows for HTTP).
@@ -19,9 +21,13 @@ _allowed_origins = list(settings.ALLOWED_HOSTS) + list(settings.CORS_ALLOWED_ORI
 if settings.DEBUG and not settings.ALLOWED_HOSTS:
     _allowed_origins += [".localhost", "127.0.0.1", "[::1]"]
 
+# Pod events skip Django's middleware stack (the same view, called directly; see
+# training/webhooks_asgi.py): most of an event's CPU went to the middleware's thread hops.
+http_app = PodEventsApp(django_asgi_app) if settings.POD_EVENTS_FAST_PATH else django_asgi_app
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), _allowed_origins),
     }
 )

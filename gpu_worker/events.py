@@ -5,6 +5,11 @@ hands it to a queue drained by one thread that POSTs it (Standard Webhooks signa
 job's secret) with retries and exponential backoff. When the queue is full, queued `metrics`
 events are dropped first (the newest metrics supersede them); stage, checkpoint, log and
 terminal events are never dropped. `close(deadline_s)` flushes what it can before the deadline.
+
+When the queue backs up (the receiver is slower than training, or was unreachable), consecutive
+queued `metrics` events go out as one request carrying all their points (`metrics_batch`): any other
+event is a barrier, so the order of events is kept. A request that failed is retried exactly as it
+was first sent (same events, same id), so the receiver's dedup by event id covers it.
 """
 from __future__ import annotations
 
@@ -22,11 +27,54 @@ from .contracts import EVENT_HEARTBEAT, EVENT_METRICS, EVENT_TYPES, JobSpec, Pod
 log = logging.getLogger(__name__)
 
 DROPPABLE = frozenset({EVENT_METRICS, EVENT_HEARTBEAT})
+# One batched request: at most this many points, and a body well under the receiver's 256 KiB limit
+# (training.webhooks.MAX_BODY_BYTES); a metrics point is about 300 bytes.
+BATCH_MAX_POINTS = 100
+BATCH_MAX_BYTES = 64 * 1024
 
 
 def event_id_for(job_id: str, attempt: int, seq: int) -> str:
     """Deterministic per (job, attempt, seq): a resent event keeps its id, so the receiver dedups it."""
     return f"evt_{job_id}_{attempt}_{seq}"
+
+
+def metrics_batch(events: list[PodEvent]) -> PodEvent:
+    """One `metrics` event carrying the points of `events` (consecutive metrics events of one job
+    and attempt, in order) in `data.points`, each point its event's data with its `step` and `seq`.
+
+    It takes the id, seq, step and timestamp of the last event: ids are per seq and each event is
+    sent in exactly one request, so the id is unique and the same on every retry of this request."""
+    last = events[-1]
+    points = [{**e.data, "step": e.step, "seq": e.seq} for e in events]
+    return PodEvent(event_id=last.event_id, job_id=last.job_id, attempt=last.attempt, seq=last.seq,
+                    type=EVENT_METRICS, timestamp=last.timestamp, step=last.step, data={"points": points})
+
+
+def next_request(queue: collections.deque[PodEvent], *, coalesce: bool = True,
+                 max_points: int = BATCH_MAX_POINTS, max_bytes: int = BATCH_MAX_BYTES) -> tuple[PodEvent, int]:
+    """Pop what to send next off `queue` (not empty): (event, number of emitted events it carries).
+
+    The head alone, unless it is a metrics event with more metrics events right behind it (and
+    `coalesce`): then as many of those as the bounds allow, as one `metrics_batch`."""
+    head = queue.popleft()
+    if not coalesce or head.type != EVENT_METRICS or "points" in head.data:
+        return head, points_in(head)
+    taken, size = [head], len(head.to_json())
+    while queue and len(taken) < max_points:
+        nxt = queue[0]
+        if nxt.type != EVENT_METRICS or "points" in nxt.data or (nxt.job_id, nxt.attempt) != (head.job_id, head.attempt):
+            break  # a barrier: nothing is sent ahead of a stage, checkpoint, log or terminal event
+        size += len(nxt.to_json())
+        if size > max_bytes:
+            break
+        taken.append(queue.popleft())
+    return (head, 1) if len(taken) == 1 else (metrics_batch(taken), len(taken))
+
+
+def points_in(event: PodEvent) -> int:
+    """How many emitted events `event` stands for (a batch: its points)."""
+    points = event.data.get("points") if event.type == EVENT_METRICS else None
+    return len(points) if isinstance(points, list) else 1
 
 
 class EventSender:
@@ -40,6 +88,9 @@ class EventSender:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         heartbeat_interval_s: float | None = None,
+        batch: bool = True,
+        batch_max_points: int = BATCH_MAX_POINTS,
+        batch_max_bytes: int = BATCH_MAX_BYTES,
     ):
         self.job_id = spec.job_id
         self.attempt = spec.attempt
@@ -50,6 +101,9 @@ class EventSender:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.batch = batch
+        self.batch_max_points = batch_max_points
+        self.batch_max_bytes = batch_max_bytes
         self.path = Path(work_dir) / "events.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
@@ -59,8 +113,11 @@ class EventSender:
         self._closing = False
         self._deadline: float | None = None
         self._in_flight: PodEvent | None = None
-        self.dropped = 0
-        self.delivered = 0
+        # A request that failed goes back to the head of the queue as it was sent (never re-batched).
+        self._requeued: PodEvent | None = None
+        self.dropped = 0      # emitted events not delivered (a dropped batch counts its points)
+        self.delivered = 0    # emitted events delivered (a batch counts its points)
+        self.requests = 0     # requests delivered
         self.last_delivery_at: float | None = None
         self.last_emit_at = time.time()
         self._session = None
@@ -99,7 +156,7 @@ class EventSender:
             victim = next((e for e in self._queue if e.type in DROPPABLE), None)
             if victim is not None:
                 self._queue.remove(victim)
-                self.dropped += 1
+                self.dropped += points_in(victim)
             elif event.type in DROPPABLE:
                 self.dropped += 1
                 return
@@ -169,17 +226,20 @@ class EventSender:
                     continue
                 if self._closing and self._deadline is not None and time.monotonic() > self._deadline:
                     return
-                event = self._queue.popleft()
+                retrying = self._queue[0] is self._requeued
+                event, carried = next_request(self._queue, coalesce=self.batch and not retrying,
+                                              max_points=self.batch_max_points, max_bytes=self.batch_max_bytes)
+                self._requeued = None
                 self._in_flight = event
             outcome = self._post(event)
             with self._cond:
                 self._in_flight = None
                 if outcome == "retry":
-                    if event.type in DROPPABLE and any(e.type == event.type for e in self._queue):
-                        # A newer metrics event is waiting; this one is superseded.
-                        self.dropped += 1
-                    else:
-                        self._queue.appendleft(event)
+                    # Retried as it was: it may have been stored already, and the receiver dedups it
+                    # by its id only if the id still covers the same points. (A backlog past
+                    # `max_queue` drops the oldest metrics, this one included.)
+                    self._queue.appendleft(event)
+                    self._requeued = event
                     delay = backoff
                     if self._deadline is not None:
                         delay = min(delay, max(0.0, self._deadline - time.monotonic()))
@@ -189,8 +249,11 @@ class EventSender:
                     backoff = min(backoff * 2, self.backoff_max_s)
                 else:
                     if outcome == "ok":
-                        self.delivered += 1
+                        self.delivered += carried
+                        self.requests += 1
                         self.last_delivery_at = time.time()
+                    else:
+                        self.dropped += carried
                     backoff = self.backoff_initial_s
 
 

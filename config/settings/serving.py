@@ -30,3 +30,7 @@ if DATABASE_POOL and importlib.util.find_spec("psycopg_pool") is not None:
 # Metering after pod events that move nothing (metrics, logs, checkpoints) at most this often per
 # job (billing.services.jobs.job_cost_update); moves always meter, the beat task every 30 s.
 BILLING_EVENT_METER_INTERVAL_S = env_int("BILLING_EVENT_METER_INTERVAL_S", 5)
+
+# POST /api/v1/pod-events/ answered in front of Django's middleware stack (training/webhooks_asgi.py,
+# config/asgi.py): the same view, without the middleware's thread hops. 0 sends it through Django.
+POD_EVENTS_FAST_PATH = env_bool("POD_EVENTS_FAST_PATH", True)

@@ -122,6 +122,20 @@ class Receiver:
     def events(self) -> list[dict]:
         return [json.loads(r["body"]) for r in self.requests]
 
+    def emitted(self) -> list[dict]:
+        """The events as the pod emitted them: a batched metrics request (`data.points`) gives one
+        event per point, with the point's seq and step (its data keeps `step`, drops `seq`)."""
+        out = []
+        for event in self.events():
+            points = event["data"].get("points") if event["type"] == "metrics" else None
+            if points is None:
+                out.append(event)
+                continue
+            for p in points:
+                data = {k: v for k, v in p.items() if k != "seq"}
+                out.append({**event, "event_id": None, "seq": p["seq"], "step": p["step"], "data": data})
+        return out
+
 
 def free_port() -> int:
     import socket

@@ -1,5 +1,4 @@
 """A full run of `gpu_worker` on the tiny model over part of the real data file."""
-import json
 
 from gw_helpers import SECRET, Receiver, json_load, of_type
 
@@ -22,8 +21,10 @@ def test_full_run_reports_every_stage_and_improves_validation_perplexity(spec_fa
     assert [e["data"]["stage"] for e in of_type(events, "stage_changed")] == list(STAGES)
     assert events[-1]["type"] == "completed"
 
-    # Every event reached the receiver, signed with the job's secret.
-    assert [json.loads(r["body"])["seq"] for r in rx.requests] == [e["seq"] for e in events]
+    # Every event reached the receiver once, in order (metrics perhaps batched when the queue backed
+    # up), signed with the job's secret.
+    assert [e["seq"] for e in rx.emitted()] == [e["seq"] for e in events]
+    assert len(rx.requests) <= len(events)
     for r in rx.requests:
         signing.verify(SECRET, r["headers"], r["body"])
 

@@ -1,0 +1,117 @@
+"""POST /api/v1/pod-events/ answered in front of Django's middleware stack (config/asgi.py).
+
+Through Django's ASGI handler every middleware (`MiddlewareMixin`) runs its request and response
+hooks through `sync_to_async`: eight middlewares are sixteen hops between the event loop and the
+request's thread, plus URL resolution, the request signals and a disconnect listener, before and
+after a view that does one hop of its own. At a few hundred pod events per second that was most
+of a web process's CPU. This app serves that one path (POST only) itself and calls the same view,
+`training.webhooks.pod_events`, unchanged: the size limit, the signature checked before the body
+is parsed, the same status codes and bodies. Everything else goes to Django as before.
+
+What the middleware stack did for this path, and what happens here instead:
+- `ALLOWED_HOSTS` (CommonMiddleware asks for the host): checked; 400 as Django answers.
+- `SECURE_SSL_REDIRECT`: a plain-http request is left to Django, which redirects it.
+- the `X-Content-Type-Options` and `X-Frame-Options` headers: added from the same settings.
+- sessions, CSRF (the view is exempt), authentication, messages, CORS: nothing to do for a signed
+  server-to-server POST with no cookies.
+- Database connections: as in Django, the request's sync work runs in a thread of its own
+  (`ThreadSensitiveContext`), and that thread's connection is closed (returned to the pool) when
+  the answer is out, as `request_finished` does.
+- A body over `MAX_BODY_BYTES` is answered 413 as soon as the limit is passed, without reading
+  the rest (Django read all of it first, and answered 400 past DATA_UPLOAD_MAX_MEMORY_SIZE).
+"""
+from __future__ import annotations
+
+import io
+import logging
+
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.conf import settings
+from django.core.exceptions import DisallowedHost
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
+
+from training import webhooks
+
+logger = logging.getLogger(__name__)
+
+PATH = "/api/v1/pod-events/"
+
+
+class PodEventsApp:
+    """ASGI app: POST /api/v1/pod-events/ here, every other HTTP request to `django_app`."""
+
+    def __init__(self, django_app):
+        self.django_app = django_app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST" or (
+                settings.SECURE_SSL_REDIRECT and scope.get("scheme") != "https"):
+            return await self.django_app(scope, receive, send)
+        body = await _read_body(receive, webhooks.MAX_BODY_BYTES)
+        if body is None:
+            return  # the pod went away before its event was read; it will resend it
+        async with ThreadSensitiveContext():
+            try:
+                response = await _respond(scope, body)
+            finally:
+                await sync_to_async(_close_connections)()
+        await _send(send, response)
+
+
+async def _respond(scope, body: bytes | _TooLarge):
+    if isinstance(body, _TooLarge):
+        return webhooks._error(413, "too_large", f"event body over {webhooks.MAX_BODY_BYTES} bytes")
+    request = ASGIRequest(scope, io.BytesIO(body))
+    try:
+        request.get_host()
+    except DisallowedHost as exc:
+        return webhooks._error(400, "bad_host", str(exc))
+    try:
+        return await webhooks.pod_events(request)
+    except Exception:
+        # Django's handler would answer 500 too; the pod retries it.
+        logger.exception("pod event failed")
+        return webhooks._error(500, "server_error", "the event could not be stored; retry it")
+
+
+class _TooLarge:
+    pass
+
+
+async def _read_body(receive, limit: int) -> bytes | _TooLarge | None:
+    """The request body; _TooLarge once past `limit` (the rest is not read); None on disconnect."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return _TooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _close_connections() -> None:
+    # Runs in the request's thread, which ends with the request: its connection would be left
+    # open behind it. (An atomic block is open only in tests, where the view ran in the test's
+    # own thread and connection; that one is not ours to close.)
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close()
+
+
+async def _send(send, response) -> None:
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if getattr(settings, "X_FRAME_OPTIONS", None):
+        response.headers.setdefault("X-Frame-Options", settings.X_FRAME_OPTIONS)
+    body = response.content
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+    if not response.has_header("Content-Length"):
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
