@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,11 +83,17 @@ def pg_bin() -> Path | None:
 
 class PrivatePostgres:
     """initdb into a temporary folder and run it on a free port (as the `postgres` user when we
-    are root: PostgreSQL refuses to run as root)."""
+    are root: PostgreSQL refuses to run as root). `cleanup()` removes the folder."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, *, synchronous_commit: str = "on"):
         self.bin = pg_bin()
         self.port = free_port()
+        self.synchronous_commit = synchronous_commit
+        self.own_dir = os.geteuid() == 0
+        if self.own_dir:
+            # pytest's temporary folders are private to root (0700): the postgres user could not
+            # reach a cluster inside them, so it gets a folder of its own.
+            workdir = Path(tempfile.mkdtemp(prefix="brightrun-pg-"))
         self.dir = workdir / "pgdata"
         self.sock = workdir / "sock"
         self.log = workdir / "pg.log"
@@ -113,10 +120,18 @@ class PrivatePostgres:
     def start(self) -> None:
         self._run(self.bin / "pg_ctl", "-D", self.dir, "-l", self.log, "-w", "-t", "60", "-o",
                   f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off "
-                  "-c full_page_writes=off -c synchronous_commit=off", "start")
+                  # fsync off only risks data when the machine itself crashes, never in these
+                  # tests; synchronous_commit off would lose transactions already answered
+                  # (up to 3 × wal_writer_delay) whenever the server is stopped with -m immediate.
+                  f"-c full_page_writes=off -c synchronous_commit={self.synchronous_commit}", "start")
 
     def stop(self, mode: str = "immediate") -> None:
         self._run(self.bin / "pg_ctl", "-D", self.dir, "-m", mode, "-w", "-t", "60", "stop", check=False)
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def cleanup(self) -> None:
+        self.stop("immediate")
+        if self.own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -9,7 +9,9 @@ reconcile + enforce, at most one interval apart).
 
 Invariants: terminal states never change; spend ≤ cap + the billing bound (with on-time checks
 and stops inside the allowance the bound is 0 beyond ½¢ rounding per job); and after reconcile
-plus the orphan grace, the provider's live pods are exactly the live jobs' pods.
+plus the orphan grace, the provider's live pods are exactly the live jobs' pods (compared after the
+reconcile that follows the last enforcement, so that no budget stop is in flight; see
+docs/reliability.md, "Orphan bound").
 """
 from __future__ import annotations
 
@@ -285,6 +287,12 @@ def make_machine(organization, budget, dataset, clock, provider, capture):
             for _ in range((GRACE + 2 * INTERVAL) // INTERVAL + 1):
                 clock.t += timedelta(seconds=INTERVAL)
                 self._beat()
+            # The beat's enforcer runs after its reconcile: a pod it stopped in the last beat is
+            # gone while its job waits for the pod's `interrupted` report (which this fake pod
+            # never sends) or the next reconcile, which ends it (a stop in flight, at most one
+            # interval long). Compare after that next reconcile, before any new enforcement.
+            self._commit(pods.pods_reconcile, now=clock())
+            self._drain()
             owned = {j.pod_name for j in TrainingJob.objects.filter(pk__in=self.jobs, status__in=states.POD_STATES)
                      .exclude(pod_id="")}
             live = provider.live()
@@ -338,9 +346,8 @@ class _Capture:
         self.queue.append((task.name, tuple(args or ()) + tuple((kwargs or {}).values())))
 
 
-@pytest.mark.slow
-@pytest.mark.django_db
-def test_job_state_machine(organization, settings, monkeypatch, django_capture_on_commit_callbacks):
+def _job_machine(organization, settings, monkeypatch, django_capture_on_commit_callbacks):
+    """The machine class, with the clock, the Celery queue and the provider replaced for this test."""
     import celery.app.task
     import django.utils.timezone
 
@@ -366,7 +373,13 @@ def test_job_state_machine(organization, settings, monkeypatch, django_capture_o
     dataset = make_dataset(organization)
     budget = budget_create(organization=organization, limit=str(CAP))
 
-    machine = make_machine(organization, budget, dataset, clock, provider, capture)
+    return make_machine(organization, budget, dataset, clock, provider, capture)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_job_state_machine(organization, settings, monkeypatch, django_capture_on_commit_callbacks):
+    machine = _job_machine(organization, settings, monkeypatch, django_capture_on_commit_callbacks)
     try:
         run_state_machine_as_test(machine, settings=hsettings(
             max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
@@ -385,3 +398,39 @@ def test_job_state_machine(organization, settings, monkeypatch, django_capture_o
         record(label, "invariant violations (orphans, terminal moved, spend over bound)", s["violations"], target="0")
         record(label, f"highest spend vs cap ${CAP}", f"${s['max_spend']:.2f} (overshoot "
                f"{max(Decimal('0'), s['max_overshoot']):.4f})", target="≤ cap + ½¢/job")
+
+
+@pytest.mark.django_db
+def test_budget_stop_in_the_last_beat_is_a_stop_in_flight(organization, settings, monkeypatch,
+                                                          django_capture_on_commit_callbacks):
+    """The full-size finding (seed 84642709012299367941229896898474226636), as a fixed sequence:
+    six submissions and three settles. The enforcer stops the running jobs for the budget in the
+    last beat of the third settle; their pods are gone at once (the fake terminates instantly
+    and sends no `interrupted`), so right after that beat those jobs are live without a pod, a
+    stop in flight that the next reconcile ends (`cancelled`). The settle used to compare at that
+    instant and failed ("live jobs without a live pod")."""
+    from training.models import JobEvent
+    from training.services.jobs import BUDGET_STOP
+
+    machine = _job_machine(organization, settings, monkeypatch, django_capture_on_commit_callbacks)
+    saved = dict(STATS)  # the figures count the Hypothesis run only
+    state = machine()
+    try:
+        for _ in range(6):
+            state.submit()
+        for _ in range(3):
+            state.settle_and_check_pods()
+            state.terminal_states_are_final()
+            state.spend_within_cap_and_bound()
+        stopped = list(TrainingJob.objects.filter(pk__in=state.jobs, error_class=BUDGET_STOP))
+        assert stopped and all(j.status == states.CANCELLED for j in stopped)
+        # The sequence still reaches the case it is about: a launched pod stopped in the beat
+        # just before the comparison (the stop and the cancellation at the same instant).
+        in_last_beat = [j for j in stopped
+                        if JobEvent.objects.filter(job=j, type="pod_launched").exists()
+                        and JobEvent.objects.filter(job=j, type="stop_requested", created_at=j.finished_at).exists()]
+        assert in_last_beat, "no pod was stopped in the last beat: the sequence no longer reproduces the finding"
+    finally:
+        state.teardown()
+        STATS.clear()
+        STATS.update(saved)
