@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import random
 import threading
 import time
 from pathlib import Path
@@ -203,6 +204,16 @@ class EventSender:
         log.warning("event %s rejected with HTTP %s; not retrying", event.event_id, resp.status_code)
         return "drop"
 
+    def _backoff_wait(self, delay: float) -> None:
+        """Wait `delay` seconds before the retry (caller holds self._cond). New events notify the
+        condition; they must not cut the wait short, or a pod retries at its emit rate during an
+        outage (and, the backoff doubling on every failure, then waits the maximum once quiet).
+        Only close() does: its flush starts with an immediate try."""
+        retry_at = time.monotonic() + delay
+        closing = self._closing
+        while (remaining := retry_at - time.monotonic()) > 0 and self._closing == closing:
+            self._cond.wait(timeout=remaining)
+
     def _run(self) -> None:
         backoff = self.backoff_initial_s
         while True:
@@ -240,12 +251,13 @@ class EventSender:
                     # `max_queue` drops the oldest metrics, this one included.)
                     self._queue.appendleft(event)
                     self._requeued = event
-                    delay = backoff
+                    # Jittered so that many pods cut off by the same outage do not retry in step.
+                    delay = backoff * random.uniform(0.5, 1.0)
                     if self._deadline is not None:
                         delay = min(delay, max(0.0, self._deadline - time.monotonic()))
                         if delay <= 0:
                             return
-                    self._cond.wait(timeout=delay)
+                    self._backoff_wait(delay)
                     backoff = min(backoff * 2, self.backoff_max_s)
                 else:
                     if outcome == "ok":

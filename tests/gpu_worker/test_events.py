@@ -230,3 +230,49 @@ def test_other_events_are_barriers_and_batching_can_be_turned_off(tmp_path):
     assert shapes[True] == [("metrics", 5, 5), ("checkpoint_saved", 0, 6), ("metrics", 5, 11), ("log", 0, 12),
                             ("metrics", 0, 13), ("completed", 0, 14)]
     assert shapes[False] == [(t, 0, n) for n, (t, _d, _s) in enumerate(stream, 1)]
+
+
+def test_an_outage_is_retried_at_the_backoff_rate_not_the_emit_rate(tmp_path):
+    """New events during an outage do not cut the backoff short (they used to: one failed request
+    per emitted event, and the backoff doubled on each, so a quiet pod then waited the maximum)."""
+    rx = Receiver(status=503)
+    try:
+        sender = EventSender(_spec(rx.url + "/hook"), tmp_path, backoff_initial_s=0.2, backoff_max_s=0.4,
+                             request_timeout_s=1)
+        started = time.monotonic()
+        step = 0
+        while time.monotonic() - started < 1.5:  # 1.5 s outage, a metrics event every 10 ms
+            step += 1
+            sender.emit("metrics", {"step": step}, step=step)
+            time.sleep(0.01)
+        failed = len(rx.requests)
+        # First try at once, then waits of 0.1-0.2 s, 0.2-0.4 s, then at most 0.4 s: 5-10 tries in 1.5 s,
+        # not one per emitted event (about 150).
+        assert 3 <= failed <= 10, (failed, step)
+        rx.status = 200
+        recovered = time.monotonic()
+        assert _wait(lambda: sender.pending() == 0, timeout=5)
+        # The quiet pod retried within one maximum backoff of the receiver's return.
+        assert time.monotonic() - recovered < 0.4 + 0.5
+        assert sender.close(deadline_s=5)
+    finally:
+        rx.close()
+    last = json.loads(rx.requests[-1]["body"])
+    assert [p["step"] for p in (last["data"].get("points") or [last["data"]])][-1] == step
+    assert sender.delivered == step and sender.dropped == 0
+
+
+def test_close_tries_at_once_even_in_the_middle_of_a_backoff(tmp_path):
+    rx = Receiver(status=503)
+    try:
+        sender = EventSender(_spec(rx.url + "/hook"), tmp_path, backoff_initial_s=30, backoff_max_s=30,
+                             request_timeout_s=1)
+        sender.emit("completed", {"ok": True})
+        assert _wait(lambda: len(rx.requests) == 1)
+        rx.status = 200
+        started = time.monotonic()
+        assert sender.close(deadline_s=5)  # does not wait out the 15-30 s backoff
+        assert time.monotonic() - started < 2
+    finally:
+        rx.close()
+    assert json.loads(rx.requests[-1]["body"])["type"] == "completed" and len(rx.requests) == 2
