@@ -9,6 +9,7 @@ from django.conf import settings
 
 from training.providers import ProviderError
 from training.services import pods
+from training.services.redrive import lost_tasks_redrive
 from training.services.webhook_secrets import webhook_secrets_revoke_expired
 
 logger = logging.getLogger(__name__)
@@ -80,12 +81,14 @@ def pods_reconcile():
         report = pods.pods_reconcile()
         # Finished jobs' webhook secrets whose late window is over, for jobs no late event touched.
         revoked = webhook_secrets_revoke_expired()
+        # Follow-up tasks the broker lost (resume, stop signal, artifacts, validation): sent again.
+        redriven = lost_tasks_redrive()
     finally:
         try:
             lock.release()
         except redis.exceptions.LockError:
             pass
-    return {**report.__dict__, "secrets_revoked": revoked}
+    return {**report.__dict__, "secrets_revoked": revoked, "redriven": redriven.__dict__}
 
 
 @shared_task(bind=True, max_retries=5)

@@ -33,6 +33,11 @@ LAUNCH_MAX_RETRIES = env_int("LAUNCH_MAX_RETRIES", 5)  # transient provider erro
 # Lets jobs carry worker test hooks (fault injection). Never on in production.
 ALLOW_TEST_HOOKS = env_str("ALLOW_TEST_HOOKS", "") in {"1", "true", "yes"}
 LAUNCH_STALL_S = env_int("LAUNCH_STALL_S", 120)  # provisioning with no pod id this long: launch again
+# Follow-up tasks a broker lost are sent again by reconcile (training/services/redrive.py): a stop
+# signal whose pod still runs after this long, artifact registration and automatic validation of a
+# job completed this long ago without them.
+STOP_SIGNAL_RESEND_S = env_int("STOP_SIGNAL_RESEND_S", 120)
+FOLLOWUP_REDRIVE_S = env_int("FOLLOWUP_REDRIVE_S", 900)
 POD_EXIT_SETTLE_S = env_int("POD_EXIT_SETTLE_S", 30)  # wait this long for a finished pod's last events
 POD_COMPLETED_EXIT_WAIT_S = env_int("POD_COMPLETED_EXIT_WAIT_S", 10)  # then a completed job's pod is terminated
 # After a job's terminal move its pod's events are still verified and their data kept (never a
