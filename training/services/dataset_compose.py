@@ -25,14 +25,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
-
 from artifacts.storage import get_storage
 from training.datasets.normalize import NormalizedDataset, to_jsonl
 from training.datasets.stats import TokenCounter, dataset_stats
 from training.errors import DatasetImportError
 from training.models import Dataset
-from training.services.datasets import _default_tokenizer_path
+from training.services.datasets import _default_tokenizer_path, dataset_store
 
 logger = logging.getLogger(__name__)
 
@@ -169,49 +167,35 @@ def dataset_compose(*, organization, train: Dataset, val: Dataset, created_by=No
                           ensure_ascii=False).encode()
 
     prefix = f"datasets/{organization.pk}/{digest[:32]}"
-    keys = {"source": f"{prefix}/composition.json", "train": f"{prefix}/train.jsonl", "val": f"{prefix}/val.jsonl"}
     total = len(train_ids) + len(val_ids)
-    try:
-        storage.put_bytes(keys["source"], manifest, "application/json")
-        storage.put_bytes(keys["train"], to_jsonl(train_convs), "application/jsonl")
-        storage.put_bytes(keys["val"], to_jsonl(val_convs), "application/jsonl")
-        with transaction.atomic():
-            dataset = Dataset.objects.create(
-                organization=organization,
-                name=f"{train.name} + {val.name} (validation)"[:200],
-                source_format=train.source_format,
-                source_filename=f"{train.source_filename or train.name} + {val.source_filename or val.name}"[:255],
-                source_bytes=len(manifest),
-                content_sha256=digest,
-                conversation_count=total,
-                pair_count=normalized.pairs,
-                trainable_turns=normalized.trainable_turns,
-                train_conversations=len(train_ids),
-                val_conversations=len(val_ids),
-                # The actual share of the validation side: nothing was drawn at random.
-                val_fraction=round(len(val_ids) / total, 4),
-                split_seed=COMPOSED_SPLIT_SEED,
-                split={"train": train_ids, "val": val_ids},
-                stats=stats,
-                consultant_profile=train.consultant_profile,
-                file_metadata=normalized.file_metadata,
-                source_key=keys["source"],
-                train_key=keys["train"],
-                val_key=keys["val"],
-                created_by=created_by,
-            )
-    except IntegrityError:
+    dataset, created = dataset_store(
+        organization=organization, digest=digest, what="compose",
+        objects={
+            "source": (f"{prefix}/composition.json", manifest, "application/json"),
+            "train": (f"{prefix}/train.jsonl", to_jsonl(train_convs), "application/jsonl"),
+            "val": (f"{prefix}/val.jsonl", to_jsonl(val_convs), "application/jsonl"),
+        },
+        name=f"{train.name} + {val.name} (validation)"[:200],
+        source_format=train.source_format,
+        source_filename=f"{train.source_filename or train.name} + {val.source_filename or val.name}"[:255],
+        source_bytes=len(manifest),
+        conversation_count=total,
+        pair_count=normalized.pairs,
+        trainable_turns=normalized.trainable_turns,
+        train_conversations=len(train_ids),
+        val_conversations=len(val_ids),
+        # The actual share of the validation side: nothing was drawn at random.
+        val_fraction=round(len(val_ids) / total, 4),
+        split_seed=COMPOSED_SPLIT_SEED,
+        split={"train": train_ids, "val": val_ids},
+        stats=stats,
+        consultant_profile=train.consultant_profile,
+        file_metadata=normalized.file_metadata,
+        created_by=created_by,
+    )
+    if not created:
         # The same pair composed at the same moment by someone else: theirs is the dataset.
-        existing = Dataset.objects.get(organization=organization, content_sha256=digest)
-        return DatasetComposeResult(existing, False, _already_composed(existing))
-    except BaseException:
-        if not Dataset.objects.filter(organization=organization, content_sha256=digest).exists():
-            for key in keys.values():
-                try:
-                    storage.delete(key)
-                except Exception:  # noqa: BLE001
-                    logger.exception("could not remove %s after a failed compose", key)
-        raise
+        return DatasetComposeResult(dataset, False, _already_composed(dataset))
     logger.info("composed dataset %s (%s train + %s validation conversations)", dataset.pk, len(train_ids),
                 len(val_ids))
     return DatasetComposeResult(dataset, True, f"composed {len(train_ids)} training and {len(val_ids)} "

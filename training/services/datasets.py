@@ -25,6 +25,32 @@ class DatasetImportResult:
     message: str
 
 
+def dataset_store(*, organization, digest: str, objects: dict[str, tuple[str, bytes, str | None]], what: str,
+                  **fields) -> tuple[Dataset, bool]:
+    """Write a dataset's objects to storage, then its row: all or nothing. `objects` maps "source",
+    "train" and "val" to (key, bytes, content type). Returns (dataset, True), or (theirs, False)
+    when a concurrent import or compose of the same content created the row first. On any other
+    failure the objects written are removed, unless a row (a concurrent one) owns them."""
+    storage = get_storage()
+    try:
+        for key, data, content_type in objects.values():
+            storage.put_bytes(key, data, content_type)
+        with transaction.atomic():
+            return Dataset.objects.create(
+                organization=organization, content_sha256=digest, source_key=objects["source"][0],
+                train_key=objects["train"][0], val_key=objects["val"][0], **fields), True
+    except IntegrityError:
+        return Dataset.objects.get(organization=organization, content_sha256=digest), False
+    except BaseException:
+        if not Dataset.objects.filter(organization=organization, content_sha256=digest).exists():
+            for key, _data, _content_type in objects.values():
+                try:
+                    storage.delete(key)
+                except Exception:  # noqa: BLE001
+                    logger.exception("could not remove %s after a failed %s", key, what)
+        raise
+
+
 def _read_limited(source: BinaryIO | bytes, limit: int, size_hint: int | None) -> bytes:
     if size_hint is not None and size_hint > limit:
         raise DatasetTooLarge(_too_large(size_hint, limit), location="file")
@@ -85,56 +111,36 @@ def dataset_import(
     stats = dataset_stats(normalized, train_ids, val_ids, counter)
     by_id = {c["conversation_id"]: c for c in normalized.conversations}
 
-    storage = get_storage()
     prefix = f"datasets/{organization.pk}/{digest[:32]}"
     ext = PurePath(filename).suffix.lower() if filename else ""
     ext = ext if ext in {".json", ".jsonl"} else (".json" if normalized.format == "brightrun-lora-v4" else ".jsonl")
-    keys = {
-        "source": f"{prefix}/source{ext}",
-        "train": f"{prefix}/train.jsonl",
-        "val": f"{prefix}/val.jsonl",
-    }
-    try:
-        storage.put_bytes(keys["source"], raw)
-        storage.put_bytes(keys["train"], to_jsonl([by_id[i] for i in train_ids]), "application/jsonl")
-        storage.put_bytes(keys["val"], to_jsonl([by_id[i] for i in val_ids]), "application/jsonl")
-        with transaction.atomic():
-            dataset = Dataset.objects.create(
-                organization=organization,
-                name=(name or PurePath(filename).stem or normalized.file_metadata.get("file_name") or "dataset")[:200],
-                source_format=normalized.format,
-                source_filename=filename[:255],
-                source_bytes=len(raw),
-                content_sha256=digest,
-                conversation_count=len(normalized.conversations),
-                pair_count=normalized.pairs,
-                trainable_turns=normalized.trainable_turns,
-                train_conversations=len(train_ids),
-                val_conversations=len(val_ids),
-                val_fraction=val_fraction,
-                split_seed=seed,
-                split={"train": train_ids, "val": val_ids},
-                stats=stats,
-                consultant_profile=normalized.consultant_profile,
-                file_metadata=normalized.file_metadata,
-                source_key=keys["source"],
-                train_key=keys["train"],
-                val_key=keys["val"],
-                created_by=created_by,
-            )
-    except IntegrityError:
+    dataset, created = dataset_store(
+        organization=organization, digest=digest, what="import",
+        objects={
+            "source": (f"{prefix}/source{ext}", raw, None),
+            "train": (f"{prefix}/train.jsonl", to_jsonl([by_id[i] for i in train_ids]), "application/jsonl"),
+            "val": (f"{prefix}/val.jsonl", to_jsonl([by_id[i] for i in val_ids]), "application/jsonl"),
+        },
+        name=(name or PurePath(filename).stem or normalized.file_metadata.get("file_name") or "dataset")[:200],
+        source_format=normalized.format,
+        source_filename=filename[:255],
+        source_bytes=len(raw),
+        conversation_count=len(normalized.conversations),
+        pair_count=normalized.pairs,
+        trainable_turns=normalized.trainable_turns,
+        train_conversations=len(train_ids),
+        val_conversations=len(val_ids),
+        val_fraction=val_fraction,
+        split_seed=seed,
+        split={"train": train_ids, "val": val_ids},
+        stats=stats,
+        consultant_profile=normalized.consultant_profile,
+        file_metadata=normalized.file_metadata,
+        created_by=created_by,
+    )
+    if not created:
         # Someone imported the same content at the same moment: theirs is the dataset.
-        existing = Dataset.objects.get(organization=organization, content_sha256=digest)
-        return DatasetImportResult(existing, False, _already_imported(existing, val_fraction, seed))
-    except BaseException:
-        # Nothing half-written: remove the objects unless a row (a concurrent import) owns them.
-        if not Dataset.objects.filter(organization=organization, content_sha256=digest).exists():
-            for key in keys.values():
-                try:
-                    storage.delete(key)
-                except Exception:  # noqa: BLE001
-                    logger.exception("could not remove %s after a failed import", key)
-        raise
+        return DatasetImportResult(dataset, False, _already_imported(dataset, val_fraction, seed))
     logger.info("imported dataset %s (%s conversations)", dataset.pk, dataset.conversation_count)
     return DatasetImportResult(dataset, True, f"imported {dataset.conversation_count} conversations")
 
