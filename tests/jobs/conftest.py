@@ -26,6 +26,19 @@ def tiny_model_path(tmp_path_factory) -> Path:
     return Path(make_tiny_model(SAMPLE_FILE, tmp_path_factory.mktemp("tiny") / "tiny-llama"))
 
 
+@pytest.fixture
+def fake(settings):
+    """The in-memory fake GPU provider as the default provider, reset for this test."""
+    from training.providers import clear_provider_cache, get_provider
+
+    settings.GPU_PROVIDER = "fake"
+    clear_provider_cache()
+    provider = get_provider("fake")
+    provider.reset()
+    yield provider
+    clear_provider_cache()
+
+
 def _database_url() -> str:
     from django.db import connection
 

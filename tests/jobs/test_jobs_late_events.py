@@ -15,18 +15,6 @@ from training.models import Checkpoint, JobEvent, MetricPoint, TrainingJob
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def fake(settings):
-    from training.providers import clear_provider_cache, get_provider
-
-    settings.GPU_PROVIDER = "fake"
-    clear_provider_cache()
-    provider = get_provider("fake")
-    provider.reset()
-    yield provider
-    clear_provider_cache()
-
-
 def _end(job, how: str, client) -> None:
     """Bring a training job to its end the way production does."""
     from training.services.jobs import job_cancel

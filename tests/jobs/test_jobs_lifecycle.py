@@ -18,18 +18,6 @@ from training.providers import NoCapacityError, ProviderAuthError, get_provider
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def fake(settings):
-    from training.providers import clear_provider_cache
-
-    settings.GPU_PROVIDER = "fake"
-    clear_provider_cache()
-    provider = get_provider("fake")
-    provider.reset()
-    yield provider
-    clear_provider_cache()
-
-
 # --------------------------------------------------------------------------- the table
 
 def test_table_is_closed_and_terminal_states_are_final():

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tests.jobs.test_jobs_lifecycle import _queued, fake  # noqa: F401 - the fake provider fixture
+from tests.jobs.test_jobs_lifecycle import _queued
 from training import states
 from training.models import JobEvent, TrainingJob
 from training.services.redrive import lost_tasks_redrive

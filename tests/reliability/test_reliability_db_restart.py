@@ -16,18 +16,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.conftest import REPO_ROOT
 from tests.jobs.factories import make_running_job
 from tests.reliability.figures import record, size
 from tests.reliability.servers import PrivatePostgres, pg_bin
+from tests.websockets.ws_support import start_daphne
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -51,27 +49,12 @@ def _copy_test_database(pg: PrivatePostgres, tmp_path) -> None:
 def _start_daphne(database_url: str, tmp_path) -> tuple[subprocess.Popen, int, object]:
     from django.conf import settings
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path / "daphne.log"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_CONN_MAX_AGE"}  # the product's default
     env.update(DATABASE_URL=database_url, REDIS_URL=settings.REDIS_URL, PYTHONUNBUFFERED="1",
                STORAGE_DISK_ROOT=str(tmp_path / "storage"))
-    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-                            cwd=REPO_ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited:\n{log.read_text()[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port, log
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"daphne did not listen in 60 s:\n{log.read_text()[-3000:]}")
+    proc, port = start_daphne(env, log, timeout_s=60)
+    return proc, port, log
 
 
 class Wire:

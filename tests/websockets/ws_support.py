@@ -38,6 +38,35 @@ class Daphne:
         return self.log.read_text(errors="replace")[-4000:]
 
 
+def start_daphne(env: dict[str, str], log: Path, *, timeout_s: float = 30) -> tuple[subprocess.Popen, int]:
+    """daphne serving config.asgi on a free port with `env`, its output in `log`; returns once it
+    listens (raises with the log's tail when it exits or does not listen in `timeout_s`)."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+                            cwd=REPO_ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daphne exited:\n{log.read_text()[-3000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"daphne did not listen in {timeout_s:g} s:\n{log.read_text()[-3000:]}")
+
+
+def stop_daphne(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
     from django.conf import settings
@@ -46,33 +75,12 @@ def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
 
     with django_db_blocker.unblock():
         database_url = _database_url()
-    port = _free_port()
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": settings.REDIS_URL, "DATABASE_CONN_MAX_AGE": "0",
            "PYTHONUNBUFFERED": "1", "STORAGE_DISK_ROOT": str(tmp_path_factory.mktemp("storage"))}
-    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-                            cwd=REPO_ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited:\n{log.read_text()[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError(f"daphne did not listen in 30 s:\n{log.read_text()[-3000:]}")
-    server = Daphne(port=port, log=log)
-    yield server
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    proc, port = start_daphne(env, log)
+    yield Daphne(port=port, log=log)
+    stop_daphne(proc)
     time.sleep(0.5)  # let PostgreSQL see its connections go before the test database is dropped
 
 
