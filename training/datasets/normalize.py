@@ -63,8 +63,6 @@ def _unmarked_wide_encoding(head: bytes) -> str | None:
 
 
 def decode_text(raw: bytes) -> str:
-    if not raw.strip():
-        raise DatasetImportError("the file is empty; upload a Bright Run JSON file or chat JSONL", code="empty_file")
     unmarked = _unmarked_wide_encoding(raw[:4])
     if unmarked:
         raise DatasetImportError(

@@ -239,7 +239,7 @@ def pods_reconcile(*, now=None) -> ReconcileReport:
                     report.orphans_terminated.append(pod.name)
 
         for job in jobs:
-            if job.status == states.QUEUED and _since(job, states.QUEUED, now_dt) > settings.LAUNCH_STALL_S:
+            if job.status == states.QUEUED and seconds_in_state(job, states.QUEUED, now_dt) > settings.LAUNCH_STALL_S:
                 # Its launch task was lost (a worker died before acknowledging it): send another.
                 from training import tasks
 
@@ -253,7 +253,7 @@ def pods_reconcile(*, now=None) -> ReconcileReport:
                 if pod is not None:
                     _adopt(job.pk, pod)
                     report.pods_adopted.append(pod.name)
-                elif _since(job, states.PROVISIONING, now_dt) > settings.LAUNCH_STALL_S:
+                elif seconds_in_state(job, states.PROVISIONING, now_dt) > settings.LAUNCH_STALL_S:
                     from training import tasks
 
                     tasks.job_launch.delay(str(job.pk))  # a launch that died: try again (idempotent)
@@ -280,7 +280,7 @@ def _silence_limit(job: TrainingJob) -> float:
     return settings.PROVISIONING_TIMEOUT_S if job.status == states.PROVISIONING else settings.POD_SILENCE_TIMEOUT_S
 
 
-def _since(job: TrainingJob, state: str, now_dt) -> float:
+def seconds_in_state(job: TrainingJob, state: str, now_dt) -> float:
     """Seconds since the job last entered `state` (infinite when unknown)."""
     from datetime import datetime
 

@@ -21,6 +21,7 @@ from the database and is not sent again.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -30,6 +31,7 @@ from django.utils import timezone
 
 from training import states
 from training.models import JobEvent, TrainingJob
+from training.services.pods import seconds_in_state
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +58,6 @@ def _claim(job: TrainingJob, what: str, message: str) -> bool:
     return True
 
 
-def _entered(job: TrainingJob, state: str):
-    from datetime import datetime
-
-    entered = (job.stage_times or {}).get(state)
-    return datetime.fromisoformat(entered) if entered else None
-
-
 def lost_tasks_redrive(*, now=None) -> RedriveReport:
     from artifacts import tasks as artifact_tasks
     from training import tasks
@@ -73,10 +68,9 @@ def lost_tasks_redrive(*, now=None) -> RedriveReport:
     report = RedriveReport()
 
     for job in TrainingJob.objects.filter(status=states.INTERRUPTED):
-        entered = _entered(job, states.INTERRUPTED)
-        if entered and (now - entered).total_seconds() > settings.LAUNCH_STALL_S and _claim(
-                job, "resume", f"interrupted for {int((now - entered).total_seconds())} s and not resumed: "
-                               "the resume task is sent again"):
+        waited = seconds_in_state(job, states.INTERRUPTED, now)  # infinite when not recorded: left alone
+        if math.isfinite(waited) and waited > settings.LAUNCH_STALL_S and _claim(
+                job, "resume", f"interrupted for {int(waited)} s and not resumed: the resume task is sent again"):
             tasks.job_resume.delay(str(job.pk))
             report.resumed.append(str(job.pk))
 
