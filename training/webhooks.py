@@ -47,6 +47,17 @@ def _error(status: int, code: str, message: str) -> JsonResponse:
 @csrf_exempt
 @require_POST
 async def pod_events(request):
+    parsed = request_parse(request)
+    if isinstance(parsed, JsonResponse):
+        return parsed
+    response, result = await sync_to_async(_verify_and_ingest)(*parsed)
+    await result_publish(result)
+    return response
+
+
+def request_parse(request) -> JsonResponse | tuple[uuid.UUID, str, dict, bytes]:
+    """What the headers say, before anything is looked up: an error answer, or (job id, event id,
+    headers, body) for `_verify_and_ingest`."""
     body = request.body
     if len(body) > MAX_BODY_BYTES:
         return _error(413, "too_large", f"event body over {MAX_BODY_BYTES} bytes")
@@ -62,10 +73,13 @@ async def pod_events(request):
         job_id = uuid.UUID(match["job"])
     except ValueError:
         return _error(400, "malformed", "webhook-id names no valid job id")
-    response, result = await sync_to_async(_verify_and_ingest)(job_id, msg_id, headers, body)
+    return job_id, msg_id, headers, body
+
+
+async def result_publish(result) -> None:
+    """Publish an ingested event's live updates (from the event loop, before the answer)."""
     if result is not None and result.live:
         await publish_job_updates(result.job_id, result.live, result.organization_id)
-    return response
 
 
 def _verify_and_ingest(job_id: uuid.UUID, msg_id: str, headers: dict, body: bytes):

@@ -14,18 +14,23 @@ What the middleware stack did for this path, and what happens here instead:
 - the `X-Content-Type-Options` and `X-Frame-Options` headers: added from the same settings.
 - sessions, CSRF (the view is exempt), authentication, messages, CORS: nothing to do for a signed
   server-to-server POST with no cookies.
-- Database connections: as in Django, the request's sync work runs in a thread of its own
-  (`ThreadSensitiveContext`), and that thread's connection is closed (returned to the pool) when
-  the answer is out, as `request_finished` does.
+- Database connections: the view's database work (`_verify_and_ingest`) runs in a thread of a
+  small pool kept for this path (`POD_EVENTS_THREADS`, the size of the connection pool), and the
+  thread's connection is closed (returned to the pool) as soon as that work is done, as
+  `request_finished` does. Django's handler would start a new thread for every request
+  (`ThreadSensitiveContext`); under load, starting it stalled the event loop until the new thread
+  got the GIL, and dozens of threads contending for it slowed every database round trip.
 - A body over `MAX_BODY_BYTES` is answered 413 as soon as the limit is passed, without reading
   the rest (Django read all of it first, and answered 400 past DATA_UPLOAD_MAX_MEMORY_SIZE).
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
@@ -51,12 +56,7 @@ class PodEventsApp:
         body = await _read_body(receive, webhooks.MAX_BODY_BYTES)
         if body is None:
             return  # the pod went away before its event was read; it will resend it
-        async with ThreadSensitiveContext():
-            try:
-                response = await _respond(scope, body)
-            finally:
-                await sync_to_async(_close_connections)()
-        await _send(send, response)
+        await _send(send, await _respond(scope, body))
 
 
 async def _respond(scope, body: bytes | _TooLarge):
@@ -68,11 +68,35 @@ async def _respond(scope, body: bytes | _TooLarge):
     except DisallowedHost as exc:
         return webhooks._error(400, "bad_host", str(exc))
     try:
-        return await webhooks.pod_events(request)
+        parsed = webhooks.request_parse(request)
+        if not isinstance(parsed, tuple):
+            return parsed
+        response, result = await asyncio.get_running_loop().run_in_executor(_executor(), _in_thread, parsed)
+        await webhooks.result_publish(result)
+        return response
     except Exception:
         # Django's handler would answer 500 too; the pod retries it.
         logger.exception("pod event failed")
         return webhooks._error(500, "server_error", "the event could not be stored; retry it")
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=settings.POD_EVENTS_THREADS, thread_name_prefix="pod-events")
+        return _pool
+
+
+def _in_thread(parsed):
+    try:
+        return webhooks._verify_and_ingest(*parsed)
+    finally:
+        _close_connections()
 
 
 class _TooLarge:
@@ -96,9 +120,9 @@ async def _read_body(receive, limit: int) -> bytes | _TooLarge | None:
 
 
 def _close_connections() -> None:
-    # Runs in the request's thread, which ends with the request: its connection would be left
-    # open behind it. (An atomic block is open only in tests, where the view ran in the test's
-    # own thread and connection; that one is not ours to close.)
+    # Runs in the pool's thread after each event: with a connection pool the connection goes
+    # back to it; without one it is closed. (An atomic block is open only if a caller ran this in
+    # its own thread and transaction, which is not ours to close.)
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:
             conn.close()
