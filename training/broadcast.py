@@ -6,8 +6,10 @@ they get on (re)connect.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 from asgiref.sync import async_to_sync
 
@@ -51,5 +53,28 @@ async def publish_job_updates(job_id, payloads, organization_id=None) -> None:
                 logger.warning("could not publish to %s", group, exc_info=True)
 
 
+_collecting = threading.local()
+
+
+@contextlib.contextmanager
+def job_updates_collected() -> Iterator[list]:
+    """Inside this block (in this thread), `broadcast_job_update` appends (job id, payload,
+    organization id) to the yielded list instead of publishing: for a caller that publishes from
+    its event loop (the pod-event webhook). Outside an event loop's thread, async_to_sync starts
+    a thread and an event loop for every publish, and the channel layer a Redis connection for
+    each such loop: a few milliseconds each, paid by the request that happened to meter or move."""
+    previous = getattr(_collecting, "items", None)
+    items: list = []
+    _collecting.items = items
+    try:
+        yield items
+    finally:
+        _collecting.items = previous
+
+
 def broadcast_job_update(job_id, payload: dict[str, Any], organization_id=None) -> None:
+    items = getattr(_collecting, "items", None)
+    if items is not None:
+        items.append((str(job_id), payload, organization_id))
+        return
     async_to_sync(publish_job_updates)(job_id, [payload], organization_id)

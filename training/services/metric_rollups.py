@@ -16,6 +16,7 @@ stored points, in whatever order the points arrive.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -23,6 +24,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 
 from training.models import MetricPoint, MetricRollup, TrainingJob
+from training.services.hot_sql import hot_cursor
 
 # The chart series (training.selectors.SERIES_KEYS). Other keys are rarely charted and are
 # downsampled from the points themselves, with the same rule.
@@ -160,14 +162,29 @@ def metric_rollups_add(*, job_id, rows: list[tuple[int, dict]]) -> None:
     rows = list({int(step): values if isinstance(values, dict) else {} for step, values in rows}.items())
     if not rows:
         return
-    stored = dict(MetricPoint.objects.filter(job_id=job_id, step__in=[step for step, _ in rows])
-                  .values_list("step", "values"))
+    stored = _stored_values(job_id, [step for step, _ in rows])
     if any(step in stored and _charted(stored[step]) != _charted(values) for step, values in rows):
         _recompute(job_id, dict(rows))
         return
     new = [(step, values) for step, values in rows if step not in stored]
     if new:
         _merge(job_id, rollups_from_points(new))
+
+
+def _stored_values(job_id, steps: list[int]) -> dict[int, Any]:
+    """{step: values} of the job's stored points among `steps`."""
+    if connection.vendor != "postgresql":
+        return dict(MetricPoint.objects.filter(job_id=job_id, step__in=steps).values_list("step", "values"))
+    # By hand, with one array parameter (an IN list made a new statement text for every batch
+    # size), but not prepared (training.services.hot_sql): a generic plan made while a job's
+    # points were few scanned them all once they were many (0.3 ms a call and growing); planned
+    # each time it is one index probe per step.
+    table, q = MetricPoint._meta.db_table, connection.ops.quote_name
+    with hot_cursor(connection) as cursor:
+        cursor.execute(f"SELECT {q('step')}, {q('values')} FROM {q(table)} WHERE {q('job_id')} = %s::uuid "
+                       f"AND {q('step')} = ANY(%s::integer[])", [job_id, steps], prepare=False)
+        return {step: json.loads(values) if isinstance(values, str) else values
+                for step, values in cursor.fetchall()}
 
 
 def _charted(values) -> dict[str, float | None]:
@@ -204,13 +221,32 @@ def _merge(job_id, rollups: dict[tuple[str, int, int], BlockStats]) -> None:
 def _upsert(values: list[tuple], sets: str) -> None:
     table, q = MetricRollup._meta.db_table, connection.ops.quote_name
     columns = ("job_id", "key", "size", "block", *STAT_FIELDS)
-    row = f"({', '.join(['%s'] * len(columns))})"
-    with connection.cursor() as cursor:
+    if not values:
+        return
+    conflict = f"ON CONFLICT ({q('job_id')}, {q('size')}, {q('key')}, {q('block')}) DO UPDATE SET {sets}"
+    with hot_cursor(connection) as cursor:
+        if connection.vendor == "postgresql":
+            # One array per column (unnest): the statement's text is the same for any number of
+            # rows, so psycopg converts it once; a VALUES list of 20 rows x 14 parameters was
+            # re-parsed and quoted value by value on every metrics event.
+            types = [MetricRollup._meta.get_field(c).db_type(connection) for c in columns[1:]]
+            arrays = ", ".join(f"%s::{t}[]" for t in types)
+            for i in range(0, len(values), UPSERT_BATCH):
+                batch = values[i:i + UPSERT_BATCH]
+                job_ids = {r[0] for r in batch}
+                if len(job_ids) != 1:
+                    raise ValueError("one job per rollup upsert")
+                cursor.execute(
+                    f"INSERT INTO {q(table)} ({', '.join(q(c) for c in columns)}) "
+                    f"SELECT %s::uuid, u.* FROM unnest({arrays}) AS u {conflict}",
+                    [batch[0][0], *([r[k] for r in batch] for k in range(1, len(columns)))])
+            return
+        row = f"({', '.join(['%s'] * len(columns))})"
         for i in range(0, len(values), UPSERT_BATCH):
             batch = values[i:i + UPSERT_BATCH]
             cursor.execute(
                 f"INSERT INTO {q(table)} ({', '.join(q(c) for c in columns)}) VALUES {', '.join([row] * len(batch))} "
-                f"ON CONFLICT ({q('job_id')}, {q('size')}, {q('key')}, {q('block')}) DO UPDATE SET {sets}",
+                f"{conflict}",
                 [value for r in batch for value in r])
 
 

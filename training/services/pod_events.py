@@ -5,7 +5,9 @@ backwards. A finished job's state is final: its pod's late events (inside the la
 progress — and never move, bill or notify."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
@@ -19,9 +21,10 @@ from billing import services as billing
 from gpu_worker import contracts
 from gpu_worker.contracts import PodEvent
 from training import states
-from training.broadcast import publish_job_updates
+from training.broadcast import job_updates_collected, publish_job_updates
 from training.models import Checkpoint, JobEvent, MetricPoint, TrainingJob
 from training.services.jobs import _move, job_stopped
+from training.services.hot_sql import hot_cursor
 from training.services.metric_rollups import metric_rollups_add
 from training.services.webhook_secrets import late_window_open
 
@@ -65,11 +68,9 @@ def _on_metrics(job: TrainingJob, event: PodEvent, live: list) -> None:
     points = event.data.get("points")  # a pod may batch several steps in one event
     rows = [(event.step, values)] if points is None else [(int(p["step"]), {k: p[k] for k in METRIC_KEYS if k in p})
                                                            for p in points]
+    rows = list(dict(rows).items())  # a step twice in one batch: its last values, everywhere below
     metric_rollups_add(job_id=job.pk, rows=rows)  # chart rollups; first: it compares with what is stored
-    MetricPoint.objects.bulk_create(
-        [MetricPoint(job=job, step=step, attempt=event.attempt, values=vals) for step, vals in rows],
-        update_conflicts=True, unique_fields=["job", "step"], update_fields=["values", "attempt"],
-    )
+    _metric_points_write(job, event.attempt, rows)
     step, vals = max(rows, key=lambda r: r[0])
     if step >= job.current_step:  # progress never goes backwards
         job.current_step = step
@@ -79,6 +80,29 @@ def _on_metrics(job: TrainingJob, event: PodEvent, live: list) -> None:
         job.tokens_per_s = vals.get("tokens_per_s", job.tokens_per_s)
         job.eta_s = vals.get("eta_s", job.eta_s)
     live.append({"kind": "metrics", "points": [{"step": s, **v} for s, v in rows]})
+
+
+def _metric_points_write(job: TrainingJob, attempt: int, rows: list[tuple[int, dict]]) -> None:
+    """Insert the points, or overwrite a step's values (a resumed attempt re-running steps)."""
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        MetricPoint.objects.bulk_create(
+            [MetricPoint(job=job, step=step, attempt=attempt, values=vals) for step, vals in rows],
+            update_conflicts=True, unique_fields=["job", "step"], update_fields=["values", "attempt"],
+        )
+        return
+    # The same upsert with one array per column: one statement text for any number of points
+    # (psycopg converts it once), where bulk_create wrote a new one for every batch size.
+    latest = dict(rows)
+    table, q = MetricPoint._meta.db_table, connection.ops.quote_name
+    with hot_cursor(connection) as cursor:
+        cursor.execute(
+            f"INSERT INTO {q(table)} ({q('job_id')}, {q('step')}, {q('attempt')}, {q('values')}, {q('created_at')}) "
+            f"SELECT %s::uuid, u.step, %s::integer, u.vals::jsonb, %s::timestamptz "
+            f"FROM unnest(%s::integer[], %s::text[]) AS u(step, vals) "
+            f"ON CONFLICT ({q('job_id')}, {q('step')}) DO UPDATE SET {q('values')} = excluded.{q('values')}, "
+            f"{q('attempt')} = excluded.{q('attempt')}",
+            [job.pk, attempt, timezone.now(), list(latest), [json.dumps(v) for v in latest.values()]])
 
 
 def _on_checkpoint_saved(job: TrainingJob, event: PodEvent, live: list) -> None:
@@ -173,6 +197,93 @@ def _changed_fields(job: TrainingJob, before: dict[str, Any]) -> list[str]:
     return [name for name, value in before.items() if getattr(job, name) != value]
 
 
+_JOB_LOCKED: dict[str, tuple] = {}  # per database vendor: (SQL, job converters, cost converters)
+
+
+def _job_locked_plan(connection) -> tuple:
+    from billing.models import JobCost  # noqa: PLC0415
+
+    plan = _JOB_LOCKED.get(connection.vendor)
+    if plan is None:
+        q = connection.ops.quote_name
+        columns = [f"j.{q(f.column)}" for f in TrainingJob._meta.concrete_fields]
+        columns += [f"c.{q(f.column)}" for f in JobCost._meta.concrete_fields]
+        lock = " FOR UPDATE OF j" if connection.features.has_select_for_update_of else ""
+        sql = (f"SELECT {', '.join(columns)} FROM {q(TrainingJob._meta.db_table)} j "
+               f"LEFT JOIN {q(JobCost._meta.db_table)} c ON c.{q('job_id')} = j.{q('id')} WHERE j.{q('id')} = %s{lock}")
+        plan = _JOB_LOCKED[connection.vendor] = (sql, _converters(TrainingJob, connection), _converters(JobCost, connection))
+    return plan
+
+
+def _converters(model, connection) -> list[tuple]:
+    """Per concrete field, (column, what the ORM applies to its value as read): the backend's and
+    the field's own converters, as SQLCompiler.get_converters gathers them."""
+    out = []
+    for field in model._meta.concrete_fields:
+        col = field.get_col(model._meta.db_table)
+        out.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
+    return out
+
+
+def _instance(model, connection, converters: list[tuple], values):
+    converted = []
+    for (col, field_converters), value in zip(converters, values):
+        for converter in field_converters:
+            value = converter(value, col, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], converted)
+
+
+def _job_locked(job_id) -> TrainingJob:
+    """The job, locked (FOR UPDATE OF the job's row), with its cost row (not locked) attached as
+    `job.cost`: what `select_for_update(of=("self",)).select_related("cost").get(pk=job_id)`
+    gives, without compiling that query on every event (it was a fifth of the web process's CPU
+    per pod event). Raises TrainingJob.DoesNotExist."""
+    from billing.models import JobCost  # noqa: PLC0415
+
+    connection = transaction.get_connection()
+    pk = TrainingJob._meta.pk.get_db_prep_value(job_id, connection)
+    sql, job_converters, cost_converters = _job_locked_plan(connection)
+    with hot_cursor(connection) as cursor:
+        cursor.execute(sql, [pk])
+        row = cursor.fetchone()
+    if row is None:
+        raise TrainingJob.DoesNotExist(f"no job {job_id}")
+    n = len(TrainingJob._meta.concrete_fields)
+    job = _instance(TrainingJob, connection, job_converters, row[:n])
+    if row[n] is not None:  # the cost row's id: a job without one gets DoesNotExist on access, as before
+        cost = _instance(JobCost, connection, cost_converters, row[n:])
+        TrainingJob._meta.get_field("cost").set_cached_value(job, cost)
+        JobCost._meta.get_field("job").set_cached_value(cost, job)
+    return job
+
+
+def _event_store(job: TrainingJob, event: PodEvent) -> bool:
+    """Store the pod event once (the caller holds the job's lock): False when it is already stored.
+    On PostgreSQL one INSERT ... ON CONFLICT DO NOTHING; elsewhere a savepoint around the INSERT,
+    whose unique-constraint error marks the duplicate."""
+    fields = dict(job=job, event_id=event.event_id, source=JobEvent.SOURCE_POD, type=event.type,
+                  attempt=event.attempt, seq=event.seq, step=event.step, data=event.data,
+                  pod_timestamp=event.timestamp, message=str(event.data.get("message", ""))[:2000])
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        try:
+            with transaction.atomic():
+                JobEvent.objects.create(**fields)
+        except IntegrityError:
+            return False
+        return True
+    # Two round trips fewer per event than the savepoint (SAVEPOINT, RELEASE), on the hot path.
+    row = JobEvent(**fields, created_at=timezone.now())
+    columns = [f for f in JobEvent._meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in columns]
+    sql = (f"INSERT INTO {JobEvent._meta.db_table} ({', '.join(connection.ops.quote_name(f.column) for f in columns)}) "
+           f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT (job_id, event_id) DO NOTHING RETURNING 1")
+    with hot_cursor(connection) as cursor:
+        cursor.execute(sql, values)
+        return cursor.fetchone() is not None
+
+
 def pod_event_ingest(*, job_id, event: PodEvent, publish: bool = True) -> IngestResult:
     """Store `event` once and apply it. Safe to call with the same event any number of times,
     concurrently, in any order.
@@ -182,18 +293,15 @@ def pod_event_ingest(*, job_id, event: PodEvent, publish: bool = True) -> Ingest
     `training.broadcast.publish_job_updates`, unless an
     outer transaction is still open (then they still wait for its commit here)."""
     live: list[dict[str, Any]] = []
-    with transaction.atomic():
+    # Returning the live updates (publish=False) covers the ones sent on commit too (a move's
+    # status, billing's cost), unless an outer transaction delays the commit past this call.
+    collect = not publish and not transaction.get_connection().in_atomic_block
+    with job_updates_collected() if collect else contextlib.nullcontext() as on_commit_updates, \
+            transaction.atomic():
         # The job's cost row comes in the same query (not locked): billing decides from its
         # `metered_at` whether this event needs a metering (see job_cost_update).
-        job = TrainingJob.objects.select_for_update(of=("self",)).select_related("cost").get(pk=job_id)
-        try:
-            with transaction.atomic():
-                JobEvent.objects.create(
-                    job=job, event_id=event.event_id, source=JobEvent.SOURCE_POD, type=event.type,
-                    attempt=event.attempt, seq=event.seq, step=event.step, data=event.data,
-                    pod_timestamp=event.timestamp, message=str(event.data.get("message", ""))[:2000],
-                )
-        except IntegrityError:
+        job = _job_locked(job_id)
+        if not _event_store(job, event):
             return IngestResult(stored=False, applied=False, status=job.status)
         # Only the current attempt's pod speaks for the job.
         if event.attempt != job.attempt:
@@ -221,6 +329,14 @@ def pod_event_ingest(*, job_id, event: PodEvent, publish: bool = True) -> Ingest
             # One message instead of two: the job's consumer splits it (training.consumers) and the
             # organization's list gets the progress alone (training.broadcast.publish_job_updates).
             payload["progress"] = progress
+    if collect:
+        # What went out on commit went first before, and still does; another job's (none today)
+        # is published here.
+        mine = [payload for jid, payload, _org in on_commit_updates if jid == job_pk]
+        for jid, payload, org in on_commit_updates:
+            if jid != job_pk:
+                async_to_sync(publish_job_updates)(jid, [payload], org)
+        live = mine + live
     if live and (publish or transaction.get_connection().in_atomic_block):
         payloads = tuple(live)
         transaction.on_commit(lambda: async_to_sync(publish_job_updates)(job_pk, payloads, org_id))
