@@ -10,6 +10,12 @@ When the queue backs up (the receiver is slower than training, or was unreachabl
 queued `metrics` events go out as one request carrying all their points (`metrics_batch`): any other
 event is a barrier, so the order of events is kept. A request that failed is retried exactly as it
 was first sent (same events, same id), so the receiver's dedup by event id covers it.
+
+A pod stepping faster than `METRICS_MIN_INTERVAL_S` sends at most one metrics request per interval
+(`linger_s`): its points wait for the next one and go together. The receiver's load is then
+bounded by the number of pods (2 metrics requests/s each), not by how fast they train; a pod stepping
+slower than that sends every point at once, as before. Every other event (stage, checkpoint, log,
+terminal) is sent without waiting, with the metrics queued ahead of it.
 """
 from __future__ import annotations
 
@@ -32,6 +38,18 @@ DROPPABLE = frozenset({EVENT_METRICS, EVENT_HEARTBEAT})
 # (training.webhooks.MAX_BODY_BYTES); a metrics point is about 300 bytes.
 BATCH_MAX_POINTS = 100
 BATCH_MAX_BYTES = 64 * 1024
+# At most one request per this many seconds while only metrics are queued (see the module doc):
+# 50 pods stepping 20 times a second make about 100 metrics requests/s instead of 1,000, at the
+# price of up to this much more delay before a point reaches the charts (a pod stepping slower
+# than twice a second is not delayed at all). docs/performance.md has the figures behind 0.5. Each interval is drawn within
+# +-METRICS_INTERVAL_JITTER of it, so that pods started together (a sweep) do not send in step.
+METRICS_MIN_INTERVAL_S = 0.5
+METRICS_INTERVAL_JITTER = 0.2
+
+
+def metrics_interval_s(min_interval_s: float) -> float:
+    """The wait after a request before the next metrics-only one: `min_interval_s`, jittered."""
+    return min_interval_s * random.uniform(1 - METRICS_INTERVAL_JITTER, 1 + METRICS_INTERVAL_JITTER)
 
 
 def event_id_for(job_id: str, attempt: int, seq: int) -> str:
@@ -72,6 +90,18 @@ def next_request(queue: collections.deque[PodEvent], *, coalesce: bool = True,
     return (head, 1) if len(taken) == 1 else (metrics_batch(taken), len(taken))
 
 
+def linger_s(queue: collections.deque[PodEvent], *, last_request_at: float | None, min_interval_s: float,
+             now: float) -> float:
+    """Seconds to wait before sending the next request: more than 0 only while every queued event is
+    a metrics event and the last request started less than `min_interval_s` ago (`now` and
+    `last_request_at` on the same clock)."""
+    if min_interval_s <= 0 or last_request_at is None:
+        return 0.0
+    if any(e.type != EVENT_METRICS for e in queue):
+        return 0.0
+    return max(0.0, last_request_at + min_interval_s - now)
+
+
 def points_in(event: PodEvent) -> int:
     """How many emitted events `event` stands for (a batch: its points)."""
     points = event.data.get("points") if event.type == EVENT_METRICS else None
@@ -92,6 +122,7 @@ class EventSender:
         batch: bool = True,
         batch_max_points: int = BATCH_MAX_POINTS,
         batch_max_bytes: int = BATCH_MAX_BYTES,
+        metrics_min_interval_s: float = METRICS_MIN_INTERVAL_S,
     ):
         self.job_id = spec.job_id
         self.attempt = spec.attempt
@@ -105,6 +136,9 @@ class EventSender:
         self.batch = batch
         self.batch_max_points = batch_max_points
         self.batch_max_bytes = batch_max_bytes
+        self.metrics_min_interval_s = metrics_min_interval_s if batch else 0.0
+        self._last_request_at: float | None = None  # monotonic start of the last request
+        self._interval_s = self.metrics_min_interval_s  # this interval, jittered
         self.path = Path(work_dir) / "events.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
@@ -238,10 +272,20 @@ class EventSender:
                 if self._closing and self._deadline is not None and time.monotonic() > self._deadline:
                     return
                 retrying = self._queue[0] is self._requeued
+                if not retrying and not self._closing:
+                    wait = linger_s(self._queue, last_request_at=self._last_request_at,
+                                    min_interval_s=self._interval_s, now=time.monotonic())
+                    if wait > 0:
+                        # More points may come meanwhile and go with these; an emit of any other
+                        # event, or close(), wakes us and ends the wait.
+                        self._cond.wait(timeout=wait)
+                        continue
                 event, carried = next_request(self._queue, coalesce=self.batch and not retrying,
                                               max_points=self.batch_max_points, max_bytes=self.batch_max_bytes)
                 self._requeued = None
                 self._in_flight = event
+                self._last_request_at = time.monotonic()
+                self._interval_s = metrics_interval_s(self.metrics_min_interval_s)
             outcome = self._post(event)
             with self._cond:
                 self._in_flight = None

@@ -1,6 +1,8 @@
 """Helpers shared by the gpu_worker tests (job specs, running the worker, reading its events)."""
 from __future__ import annotations
 
+import time
+
 import json
 import os
 import subprocess
@@ -91,7 +93,8 @@ class Receiver:
                 return self.rfile.read(int(self.headers.get("content-length") or 0))
 
             def do_POST(self):
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": self._body()})
+                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": self._body(),
+                                          "t": time.monotonic()})
                 self.send_response(receiver.status)
                 self.send_header("content-length", "0")
                 self.end_headers()

@@ -276,3 +276,67 @@ def test_close_tries_at_once_even_in_the_middle_of_a_backoff(tmp_path):
     finally:
         rx.close()
     assert json.loads(rx.requests[-1]["body"])["type"] == "completed" and len(rx.requests) == 2
+
+
+def test_linger_waits_only_while_nothing_but_metrics_is_queued():
+    import collections
+
+    from gpu_worker.events import linger_s
+
+    def ev(seq, type_="metrics"):
+        return PodEvent(event_id=event_id_for("j", 1, seq), job_id="j", attempt=1, seq=seq, type=type_,
+                        timestamp=0.0, step=seq, data={})
+
+    metrics = collections.deque([ev(1), ev(2)])
+    assert linger_s(metrics, last_request_at=10.0, min_interval_s=0.5, now=10.2) == pytest.approx(0.3)
+    assert linger_s(metrics, last_request_at=10.0, min_interval_s=0.5, now=10.6) == 0.0  # the interval is over
+    assert linger_s(metrics, last_request_at=None, min_interval_s=0.5, now=10.2) == 0.0  # the first request
+    assert linger_s(metrics, last_request_at=10.0, min_interval_s=0.0, now=10.2) == 0.0  # turned off
+    with_checkpoint = collections.deque([ev(1), ev(2, "checkpoint_saved")])
+    assert linger_s(with_checkpoint, last_request_at=10.0, min_interval_s=0.5, now=10.2) == 0.0
+
+
+def test_a_fast_pod_sends_a_metrics_request_per_interval_and_other_events_at_once(tmp_path):
+    rx = Receiver()
+    try:
+        sender = EventSender(_spec(rx.url), tmp_path, metrics_min_interval_s=0.3)
+        started = time.monotonic()
+        for step in range(1, 121):  # 100 steps a second for 1.2 s
+            sender.emit("metrics", {"loss": 1.0 / step}, step=step)
+            time.sleep(0.01)
+        emitted_checkpoint = time.monotonic()
+        sender.emit("checkpoint_saved", {"step": 120, "uri": "file:///c"}, step=120)
+        assert _wait(lambda: any(json.loads(r["body"])["type"] == "checkpoint_saved" for r in rx.requests), 5)
+        checkpoint_at = next(r["t"] for r in rx.requests if json.loads(r["body"])["type"] == "checkpoint_saved")
+        assert sender.close(deadline_s=5)
+    finally:
+        rx.close()
+    bodies = [json.loads(r["body"]) for r in rx.requests]
+    metrics = [b for b in bodies if b["type"] == "metrics"]
+    steps = [p["step"] for b in metrics for p in b["data"].get("points", [{"step": b["step"]}])]
+    assert steps == list(range(1, 121))  # every point once, in order
+    # 1.2 s of steps at most one metrics request per ~0.3 s (jittered +-20%): about 5, never 120.
+    assert 3 <= len(metrics) <= 8, len(metrics)
+    # Until the checkpoint (whose emit sends the metrics queued ahead of it at once), the metrics
+    # requests were at least one jittered interval apart.
+    before = [r["t"] for r in rx.requests if r["t"] < emitted_checkpoint]
+    assert min(b - a for a, b in zip(before, before[1:])) >= 0.3 * 0.8 - 0.02
+    # The checkpoint did not wait for the interval (its metrics went with it, just before).
+    assert checkpoint_at - emitted_checkpoint < 0.2
+    assert time.monotonic() - started < 5
+
+
+def test_a_pod_slower_than_the_interval_sends_each_point_at_once(tmp_path):
+    rx = Receiver()
+    try:
+        sender = EventSender(_spec(rx.url), tmp_path, metrics_min_interval_s=0.2)
+        emitted = []
+        for step in range(1, 4):
+            emitted.append(time.monotonic())
+            sender.emit("metrics", {"loss": 1.0}, step=step)
+            time.sleep(0.3)
+        assert sender.close(deadline_s=5)
+    finally:
+        rx.close()
+    assert len(rx.requests) == 3
+    assert all(r["t"] - e < 0.15 for r, e in zip(rx.requests, emitted))
