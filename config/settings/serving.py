@@ -27,6 +27,15 @@ if DATABASE_POOL and importlib.util.find_spec("psycopg_pool") is not None:
         "timeout": env_int("DATABASE_POOL_TIMEOUT_S", 20),
     }
 
+# The pod-event path's hand-written statements are bound on the server and prepared per connection
+# (training/services/hot_sql.py). 0 behind a pooler that drops prepared statements (PgBouncer
+# before 1.21 in transaction mode); they are then only bound on the server.
+DATABASE_PREPARE_STATEMENTS = env_bool("DATABASE_PREPARE_STATEMENTS", True)
+
+# Freeze the objects loaded at start out of the cyclic collector's reach in the web processes
+# (config/asgi.py): full collections no longer walk them.
+WEB_GC_FREEZE = env_bool("WEB_GC_FREEZE", True)
+
 # Metering after pod events that move nothing (metrics, logs, checkpoints) at most this often per
 # job (billing.services.jobs.job_cost_update); moves always meter, the beat task every 30 s.
 BILLING_EVENT_METER_INTERVAL_S = env_int("BILLING_EVENT_METER_INTERVAL_S", 5)
@@ -34,3 +43,6 @@ BILLING_EVENT_METER_INTERVAL_S = env_int("BILLING_EVENT_METER_INTERVAL_S", 5)
 # POST /api/v1/pod-events/ answered in front of Django's middleware stack (training/webhooks_asgi.py,
 # config/asgi.py): the same view, without the middleware's thread hops. 0 sends it through Django.
 POD_EVENTS_FAST_PATH = env_bool("POD_EVENTS_FAST_PATH", True)
+# Threads the lean path gives pod events' database work, per web process: as many as the
+# connection pool holds, so none waits for a connection while holding a thread.
+POD_EVENTS_THREADS = env_int("POD_EVENTS_THREADS", env_int("DATABASE_POOL_MAX_SIZE", 8))
