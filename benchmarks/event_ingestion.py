@@ -19,6 +19,14 @@ batched` (the pod's default): when events back up, consecutive metrics events go
 carrying all their points; `single`: one request per event (the sender before batching, and
 `EventSender(batch=False)`). `both` runs both, on fresh databases, one after the other.
 
+The batched sender also keeps the pod's interval between metrics requests
+(`gpu_worker.events.linger_s`, `--min-interval`, default the pod's 0.5 s, jittered as the pod does).
+In the paced phase the pods' starts are spread over one checkpoint period (`--stagger`, default
+50 steps at the per-job rate): independent jobs do not checkpoint in step. `--stagger 0` starts them
+all within one emission interval, a sweep launched at once, every pod's checkpoint and log in the
+same few milliseconds. "steady" latencies leave out the points emitted in the phase's first 5 s.
+`--dump FILE` writes every point's timings for a closer look.
+
 Two phases on the same jobs:
   saturate  every pod's whole stream is emitted at once and sent as fast as the server answers
             (closed loop): sustained throughput
@@ -46,8 +54,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import _support as S  # noqa: E402
+from gpu_worker.events import METRICS_MIN_INTERVAL_S  # noqa: E402
 
 CHECKPOINT_EVERY = 50
+WARMUP_S = 5.0
 LOG_EVERY = 100
 
 
@@ -184,13 +194,13 @@ def ws_process(port: int, jobs: list[str], cookie: str, conn) -> None:
 # ----------------------------------------------------------------------------- senders
 
 async def send_all(port: int, streams: dict[str, list], secrets: dict[str, str], rate: float | None,
-                   batched: bool) -> dict:
+                   batched: bool, min_interval_s: float = 0.0, stagger_s: float = 0.0) -> dict:
     import collections
 
     import aiohttp
 
     from gpu_worker import signing
-    from gpu_worker.events import next_request
+    from gpu_worker.events import linger_s, metrics_interval_s, next_request
 
     url = f"http://127.0.0.1:{port}/api/v1/pod-events/"
     sent: dict[str, dict] = {j: {} for j in streams}          # job -> {(type, step): t_send}
@@ -206,6 +216,7 @@ async def send_all(port: int, streams: dict[str, list], secrets: dict[str, str],
         due = [start + i / per_job_rate if per_job_rate else start for i in range(len(stream))]
         queue: collections.deque = collections.deque()
         n_emitted = 0
+        last_request_at, interval = None, min_interval_s
         while n_emitted < len(stream) or queue:
             now = time.monotonic()
             while n_emitted < len(stream) and due[n_emitted] <= now:  # training emitted these by now
@@ -216,6 +227,12 @@ async def send_all(port: int, streams: dict[str, list], secrets: dict[str, str],
             if not queue:
                 await asyncio.sleep(max(0.0, due[n_emitted] - now))
                 continue
+            wait = linger_s(queue, last_request_at=last_request_at, min_interval_s=interval, now=now)
+            if wait > 0:  # as the pod's sender does: wait for the interval or the next emit
+                next_due = due[n_emitted] - now if n_emitted < len(stream) else wait
+                await asyncio.sleep(max(0.0, min(wait, next_due)))
+                continue
+            last_request_at, interval = now, metrics_interval_s(min_interval_s)
             request, carried = next_request(queue, coalesce=batched)
             body = request.to_json()
             headers = signing.sign_headers(secrets[job_id], request.event_id, body)
@@ -246,7 +263,11 @@ async def send_all(port: int, streams: dict[str, list], secrets: dict[str, str],
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         n = len(streams)
         t_start = time.monotonic()
-        await asyncio.gather(*(pod(session, j, s, (k / n) / (per_job_rate or 1e9)) for k, (j, s) in enumerate(streams.items())))
+        # Pod k starts k/n of the way into `stagger_s` (paced phase): independent jobs are not in
+        # step. With stagger 0 they start within one emission interval of each other and then
+        # checkpoint and log together (every pod's barrier events in the same few milliseconds).
+        spread = (stagger_s if per_job_rate else 0.0) or (1 / (per_job_rate or 1e9))
+        await asyncio.gather(*(pod(session, j, s, (k / n) * spread) for k, (j, s) in enumerate(streams.items())))
         elapsed = time.monotonic() - t_start
     total = sum(len(s) for s in streams.values())
     return {"sent": sent, "emitted": emitted, "elapsed": elapsed, "events": total, "http_lat": http_lat,
@@ -256,7 +277,7 @@ async def send_all(port: int, streams: dict[str, list], secrets: dict[str, str],
 # ----------------------------------------------------------------------------- one run
 
 def run_once(*, n_jobs: int, events_per_job: int, paced_per_job: int, rate: float, web_workers: int | None,
-             log_dir: Path, batched: bool) -> dict:
+             log_dir: Path, batched: bool, min_interval_s: float = 0.0, stagger_s: float = 0.0) -> dict:
     S.database_recreate()
     S.django_setup()
     from django.db import connection
@@ -288,7 +309,8 @@ def run_once(*, n_jobs: int, events_per_job: int, paced_per_job: int, rate: floa
                 step_next[j["id"]] = max(e.step for e in stream) + 1
                 streams[j["id"]] = stream
             secrets = {j["id"]: j["secret"] for j in info["jobs"]}
-            out = asyncio.run(send_all(served.port, streams, secrets, phase_rate, batched))
+            out = asyncio.run(send_all(served.port, streams, secrets, phase_rate, batched, min_interval_s,
+                                     stagger_s))
             for j in jobs:
                 all_sent[j].update(out["sent"][j])
             results[name] = out
@@ -316,7 +338,10 @@ def summarize(res: dict, rate: float, sender: str) -> list[list]:
         out = res.get(name)
         if not out:
             continue
-        lat_metrics, lat_emit, lat_ckpt, missing_ws = [], [], [], 0
+        lat_metrics, lat_emit, lat_ckpt, lat_steady, missing_ws = [], [], [], [], 0
+        # Steady state: points emitted after the first WARMUP_S of the phase (its start is a burst:
+        # every pod begins within one emission interval).
+        phase_start = min((t for emitted in out["emitted"].values() for t in emitted.values()), default=0.0)
         for job, sent in out["sent"].items():
             seen, ck = got["seen"].get(job, {}), got["ckpt"].get(job, {})
             emitted = out["emitted"][job]
@@ -325,6 +350,8 @@ def summarize(res: dict, rate: float, sender: str) -> list[list]:
                     if step in seen:
                         lat_metrics.append(seen[step] - t0)
                         lat_emit.append(seen[step] - emitted[(type_, step)])
+                        if emitted[(type_, step)] >= phase_start + WARMUP_S:
+                            lat_steady.append(seen[step] - t0)
                     else:
                         missing_ws += 1
                 elif type_ == "checkpoint_saved":
@@ -340,8 +367,26 @@ def summarize(res: dict, rate: float, sender: str) -> list[list]:
                      S.percentile(out["http_lat"], 99) * 1000,
                      S.percentile(lat_metrics, 50) * 1000, S.percentile(lat_metrics, 99) * 1000,
                      S.percentile(lat_emit, 99) * 1000 if name == "paced" else float("nan"),
+                     S.percentile(lat_steady, 50) * 1000 if name == "paced" else float("nan"),
+                     S.percentile(lat_steady, 99) * 1000 if name == "paced" else float("nan"),
                      S.percentile(lat_ckpt, 99) * 1000, missing_ws])
     return rows
+
+
+def dump_timings(res: dict, path: Path) -> None:
+    """One JSON line per metrics point sent: where its latency went (diagnostics)."""
+    with open(path, "a") as f:
+        for name in ("saturate", "paced"):
+            out = res.get(name)
+            if not out:
+                continue
+            for job, sent in out["sent"].items():
+                seen = res["ws"]["seen"].get(job, {})
+                for (type_, step), posted in sent.items():
+                    if type_ == "metrics":
+                        f.write(json.dumps({"phase": name, "job": job, "step": step,
+                                            "emitted": out["emitted"][job].get((type_, step)), "posted": posted,
+                                            "seen": seen.get(step)}) + "\n")
 
 
 def main(argv=None) -> str:
@@ -354,12 +399,23 @@ def main(argv=None) -> str:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--sender", choices=("batched", "single", "both"), default="both",
                     help="how each pod sends: batched (the pod's sender), single (one request per event), both")
+    ap.add_argument("--min-interval", type=float, default=METRICS_MIN_INTERVAL_S,
+                    help="batched sender: at most one metrics request per this many seconds per pod "
+                         "(gpu_worker.events.METRICS_MIN_INTERVAL_S; 0: send whenever idle)")
+    ap.add_argument("--stagger", type=float, default=None,
+                    help="paced phase: spread the pods' starts over this many seconds (default: one "
+                         "checkpoint period, so that independent jobs do not checkpoint in step; 0: "
+                         "within one emission interval, every pod in step)")
+    ap.add_argument("--dump", type=Path, help="write every metrics point's timings (JSON lines: phase, job, "
+                    "step, emitted, posted, seen on the websocket; seconds on one clock) to this file")
     ap.add_argument("--quick", action="store_true", help="10 jobs, 40 + 40 events each")
     ap.add_argument("--keep-db", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
         args.jobs, args.events_per_job, args.paced_per_job, args.rate = 10, 40, 40, 200.0
     log_dir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    per_job_rate = args.rate / args.jobs
+    stagger = args.stagger if args.stagger is not None else CHECKPOINT_EVERY / per_job_rate
     rows, db_rows = [], []
     command = None
     try:
@@ -368,8 +424,12 @@ def main(argv=None) -> str:
             for sender in senders:
                 res = run_once(n_jobs=args.jobs, events_per_job=args.events_per_job, paced_per_job=args.paced_per_job,
                                rate=args.rate, web_workers=args.web_workers, log_dir=log_dir,
-                               batched=sender == "batched")
+                               batched=sender == "batched",
+                               min_interval_s=args.min_interval if sender == "batched" else 0.0,
+                               stagger_s=stagger)
                 command = res["command"]
+                if args.dump:
+                    dump_timings(res, args.dump)
                 for row in summarize(res, args.rate, sender):
                     rows.append([r + 1, *row])
                 sent_ok = sum(res[p]["statuses"].get(200, 0) for p in ("saturate", "paced") if p in res)
@@ -383,7 +443,8 @@ def main(argv=None) -> str:
     out = S.table(f"Event ingestion: {args.jobs} jobs, POST /api/v1/pod-events/ -> websocket",
                   ["run", "sender", "phase", "offered/s", "pod events", "requests", "200", "requests/s",
                    "pod events/s", "points/s", "http p50 ms", "http p99 ms", "ws metrics p50 ms",
-                   "ws metrics p99 ms", "ws p99 from emit ms", "ws ckpt p99 ms", "ws missing"],
+                   "ws metrics p99 ms", "ws p99 from emit ms", f"steady ws p50 ms (after {WARMUP_S:.0f} s)",
+                   "steady ws p99 ms", "ws ckpt p99 ms", "ws missing"],
                   rows, f".venv/bin/python {me.strip()}   (server: python {command}; logs in {log_dir})")
     out += "\n" + S.table("Event ingestion: nothing lost (database vs answered 200)",
                           ["run", "sender", "requests 200", "JobEvent rows", "lost", "metric points", "MetricPoint rows",
