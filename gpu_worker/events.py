@@ -91,11 +91,12 @@ def next_request(queue: collections.deque[PodEvent], *, coalesce: bool = True,
 
 
 def linger_s(queue: collections.deque[PodEvent], *, last_request_at: float | None, min_interval_s: float,
-             now: float) -> float:
+             now: float, full_at: int = BATCH_MAX_POINTS) -> float:
     """Seconds to wait before sending the next request: more than 0 only while every queued event is
-    a metrics event and the last request started less than `min_interval_s` ago (`now` and
-    `last_request_at` on the same clock)."""
-    if min_interval_s <= 0 or last_request_at is None:
+    a metrics event, fewer than a full batch (`full_at`) are queued, and the last request started
+    less than `min_interval_s` ago (`now` and `last_request_at` on the same clock). A full batch
+    goes at once, so a pod stepping faster than a batch per interval is not held back."""
+    if min_interval_s <= 0 or last_request_at is None or len(queue) >= full_at:
         return 0.0
     if any(e.type != EVENT_METRICS for e in queue):
         return 0.0
@@ -274,7 +275,8 @@ class EventSender:
                 retrying = self._queue[0] is self._requeued
                 if not retrying and not self._closing:
                     wait = linger_s(self._queue, last_request_at=self._last_request_at,
-                                    min_interval_s=self._interval_s, now=time.monotonic())
+                                    min_interval_s=self._interval_s, now=time.monotonic(),
+                                    full_at=self.batch_max_points)
                     if wait > 0:
                         # More points may come meanwhile and go with these; an emit of any other
                         # event, or close(), wakes us and ends the wait.

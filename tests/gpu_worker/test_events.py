@@ -294,6 +294,8 @@ def test_linger_waits_only_while_nothing_but_metrics_is_queued():
     assert linger_s(metrics, last_request_at=10.0, min_interval_s=0.0, now=10.2) == 0.0  # turned off
     with_checkpoint = collections.deque([ev(1), ev(2, "checkpoint_saved")])
     assert linger_s(with_checkpoint, last_request_at=10.0, min_interval_s=0.5, now=10.2) == 0.0
+    # A full batch goes at once: a pod stepping faster than a batch per interval is not held back.
+    assert linger_s(metrics, last_request_at=10.0, min_interval_s=0.5, now=10.2, full_at=2) == 0.0
 
 
 def test_a_fast_pod_sends_a_metrics_request_per_interval_and_other_events_at_once(tmp_path):
@@ -315,7 +317,8 @@ def test_a_fast_pod_sends_a_metrics_request_per_interval_and_other_events_at_onc
     metrics = [b for b in bodies if b["type"] == "metrics"]
     steps = [p["step"] for b in metrics for p in b["data"].get("points", [{"step": b["step"]}])]
     assert steps == list(range(1, 121))  # every point once, in order
-    # 1.2 s of steps at most one metrics request per ~0.3 s (jittered +-20%): about 5, never 120.
+    # 1.2 s of steps at most one metrics request per ~0.3 s (jittered +-20%): about 5, never 120
+    # (a batch fills at 100 points, 1 s of these steps: the interval, not the batch, sets the pace).
     assert 3 <= len(metrics) <= 8, len(metrics)
     # Until the checkpoint (whose emit sends the metrics queued ahead of it at once), the metrics
     # requests were at least one jittered interval apart.
@@ -340,3 +343,21 @@ def test_a_pod_slower_than_the_interval_sends_each_point_at_once(tmp_path):
         rx.close()
     assert len(rx.requests) == 3
     assert all(r["t"] - e < 0.15 for r, e in zip(rx.requests, emitted))
+
+
+def test_a_pod_faster_than_a_batch_per_interval_is_not_held_back(tmp_path):
+    rx = Receiver()
+    try:
+        sender = EventSender(_spec(rx.url), tmp_path, metrics_min_interval_s=0.3)
+        for step in range(1, 1201):  # about 1,000 steps a second: over 100 points per interval
+            sender.emit("metrics", {"loss": 1.0}, step=step)
+            if step % 10 == 0:
+                time.sleep(0.01)
+        assert sender.close(deadline_s=10)
+    finally:
+        rx.close()
+    assert sender.dropped == 0  # held to one request per 0.3 s, the queue (256) would have overflowed
+    bodies = [json.loads(r["body"]) for r in rx.requests]
+    steps = [p["step"] for b in bodies for p in b["data"].get("points", [{"step": b["step"]}])]
+    assert steps == list(range(1, 1201))
+    assert len(bodies) <= 30
