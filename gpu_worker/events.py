@@ -41,8 +41,9 @@ BATCH_MAX_BYTES = 64 * 1024
 # At most one request per this many seconds while only metrics are queued (see the module doc):
 # 50 pods stepping 20 times a second make about 100 metrics requests/s instead of 1,000, at the
 # price of up to this much more delay before a point reaches the charts (a pod stepping slower
-# than twice a second is not delayed at all). docs/performance.md has the figures behind 0.5. Each interval is drawn within
-# +-METRICS_INTERVAL_JITTER of it, so that pods started together (a sweep) do not send in step.
+# than twice a second is not delayed at all); docs/performance.md has the figures behind 0.5.
+# Each interval is drawn within +-METRICS_INTERVAL_JITTER of it, so that pods started together
+# (a sweep) do not send in step.
 METRICS_MIN_INTERVAL_S = 0.5
 METRICS_INTERVAL_JITTER = 0.2
 

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
+from django.http import JsonResponse
 from django.db import connections
 
 from training import webhooks
@@ -69,7 +70,7 @@ async def _respond(scope, body: bytes | _TooLarge):
         return webhooks._error(400, "bad_host", str(exc))
     try:
         parsed = webhooks.request_parse(request)
-        if not isinstance(parsed, tuple):
+        if isinstance(parsed, JsonResponse):
             return parsed
         response, result = await asyncio.get_running_loop().run_in_executor(_executor(), _in_thread, parsed)
         await webhooks.result_publish(result)

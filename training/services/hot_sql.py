@@ -1,5 +1,5 @@
 """A cursor for the statements the pod-event path runs on every event (training.services.pod_events,
-metric_rollups, webhook_secrets).
+training.services.metric_rollups).
 
 Django's psycopg cursors bind parameters on the client: every statement is sent as text with its
 values quoted in, so PostgreSQL parses and plans it again each time (planning the job's row lock

@@ -215,14 +215,16 @@ def _merge(job_id, rollups: dict[tuple[str, int, int], BlockStats]) -> None:
     for condition, names in ((lower, ("min_value", "min_step")), (higher, ("max_value", "max_step")),
                              (earlier, ("first_step", "first_value")), (later, ("last_step", "last_value"))):
         sets += [f"{q(n)} = CASE WHEN {condition} THEN {new(n)} ELSE {col(n)} END" for n in names]
-    _upsert([(job_value, *k, *stats.as_tuple()) for k, stats in rollups.items()], ", ".join(sets))
+    _upsert(job_value, [(*k, *stats.as_tuple()) for k, stats in rollups.items()], ", ".join(sets))
 
 
-def _upsert(values: list[tuple], sets: str) -> None:
+def _upsert(job_value, rows: list[tuple], sets: str) -> None:
+    """Insert or merge (`sets`) the job's rollup rows, each (key, size, block, *STAT_FIELDS)."""
+    if not rows:
+        return
     table, q = MetricRollup._meta.db_table, connection.ops.quote_name
     columns = ("job_id", "key", "size", "block", *STAT_FIELDS)
-    if not values:
-        return
+    head = f"INSERT INTO {q(table)} ({', '.join(q(c) for c in columns)}) "
     conflict = f"ON CONFLICT ({q('job_id')}, {q('size')}, {q('key')}, {q('block')}) DO UPDATE SET {sets}"
     with hot_cursor(connection) as cursor:
         if connection.vendor == "postgresql":
@@ -230,24 +232,16 @@ def _upsert(values: list[tuple], sets: str) -> None:
             # rows, so psycopg converts it once; a VALUES list of 20 rows x 14 parameters was
             # re-parsed and quoted value by value on every metrics event.
             types = [MetricRollup._meta.get_field(c).db_type(connection) for c in columns[1:]]
-            arrays = ", ".join(f"%s::{t}[]" for t in types)
-            for i in range(0, len(values), UPSERT_BATCH):
-                batch = values[i:i + UPSERT_BATCH]
-                job_ids = {r[0] for r in batch}
-                if len(job_ids) != 1:
-                    raise ValueError("one job per rollup upsert")
-                cursor.execute(
-                    f"INSERT INTO {q(table)} ({', '.join(q(c) for c in columns)}) "
-                    f"SELECT %s::uuid, u.* FROM unnest({arrays}) AS u {conflict}",
-                    [batch[0][0], *([r[k] for r in batch] for k in range(1, len(columns)))])
+            sql = f"{head}SELECT %s::uuid, u.* FROM unnest({', '.join(f'%s::{t}[]' for t in types)}) AS u {conflict}"
+            for i in range(0, len(rows), UPSERT_BATCH):
+                batch = rows[i:i + UPSERT_BATCH]
+                cursor.execute(sql, [job_value, *(list(column) for column in zip(*batch))])
             return
         row = f"({', '.join(['%s'] * len(columns))})"
-        for i in range(0, len(values), UPSERT_BATCH):
-            batch = values[i:i + UPSERT_BATCH]
-            cursor.execute(
-                f"INSERT INTO {q(table)} ({', '.join(q(c) for c in columns)}) VALUES {', '.join([row] * len(batch))} "
-                f"{conflict}",
-                [value for r in batch for value in r])
+        for i in range(0, len(rows), UPSERT_BATCH):
+            batch = rows[i:i + UPSERT_BATCH]
+            cursor.execute(f"{head}VALUES {', '.join([row] * len(batch))} {conflict}",
+                           [value for r in batch for value in (job_value, *r)])
 
 
 def _recompute(job_id, overlay: dict[int, dict]) -> int:
@@ -303,10 +297,9 @@ def _recompute(job_id, overlay: dict[int, dict]) -> int:
                     children.append(fresh[k] if k in fresh else stored.get(k))
                 fresh[(key, size, block)] = combine(children)
 
-    upserts = [(job_value, *k, *stats.as_tuple()) for k, stats in fresh.items()
-               if stats is not None and stats != stored.get(k)]
+    upserts = [(*k, *stats.as_tuple()) for k, stats in fresh.items() if stats is not None and stats != stored.get(k)]
     gone = [k for k, stats in fresh.items() if stats is None and k in stored]
-    _upsert(upserts, ", ".join(f"{q(c)} = excluded.{q(c)}" for c in STAT_FIELDS))
+    _upsert(job_value, upserts, ", ".join(f"{q(c)} = excluded.{q(c)}" for c in STAT_FIELDS))
     if gone:  # a re-reported step without a value it had: rare, one more query
         drop = Q()
         for key, size, block in gone:

@@ -83,7 +83,8 @@ def _on_metrics(job: TrainingJob, event: PodEvent, live: list) -> None:
 
 
 def _metric_points_write(job: TrainingJob, attempt: int, rows: list[tuple[int, dict]]) -> None:
-    """Insert the points, or overwrite a step's values (a resumed attempt re-running steps)."""
+    """Insert the points (one per step: the caller drops a step's earlier duplicates), or overwrite a
+    step's values (a resumed attempt re-running steps)."""
     connection = transaction.get_connection()
     if connection.vendor != "postgresql":
         MetricPoint.objects.bulk_create(
@@ -93,7 +94,6 @@ def _metric_points_write(job: TrainingJob, attempt: int, rows: list[tuple[int, d
         return
     # The same upsert with one array per column: one statement text for any number of points
     # (psycopg converts it once), where bulk_create wrote a new one for every batch size.
-    latest = dict(rows)
     table, q = MetricPoint._meta.db_table, connection.ops.quote_name
     with hot_cursor(connection) as cursor:
         cursor.execute(
@@ -102,7 +102,7 @@ def _metric_points_write(job: TrainingJob, attempt: int, rows: list[tuple[int, d
             f"FROM unnest(%s::integer[], %s::text[]) AS u(step, vals) "
             f"ON CONFLICT ({q('job_id')}, {q('step')}) DO UPDATE SET {q('values')} = excluded.{q('values')}, "
             f"{q('attempt')} = excluded.{q('attempt')}",
-            [job.pk, attempt, timezone.now(), list(latest), [json.dumps(v) for v in latest.values()]])
+            [job.pk, attempt, timezone.now(), [step for step, _ in rows], [json.dumps(v) for _, v in rows]])
 
 
 def _on_checkpoint_saved(job: TrainingJob, event: PodEvent, live: list) -> None:
@@ -258,6 +258,12 @@ def _job_locked(job_id) -> TrainingJob:
     return job
 
 
+# _event_store's statement on PostgreSQL, written once.
+_EVENT_COLUMNS = [f for f in JobEvent._meta.concrete_fields if not f.primary_key]
+_EVENT_INSERT = ('INSERT INTO "%s" (%s) VALUES (%s) ON CONFLICT (job_id, event_id) DO NOTHING RETURNING 1' % (
+    JobEvent._meta.db_table, ", ".join(f'"{f.column}"' for f in _EVENT_COLUMNS), ", ".join(["%s"] * len(_EVENT_COLUMNS))))
+
+
 def _event_store(job: TrainingJob, event: PodEvent) -> bool:
     """Store the pod event once (the caller holds the job's lock): False when it is already stored.
     On PostgreSQL one INSERT ... ON CONFLICT DO NOTHING; elsewhere a savepoint around the INSERT,
@@ -275,12 +281,9 @@ def _event_store(job: TrainingJob, event: PodEvent) -> bool:
         return True
     # Two round trips fewer per event than the savepoint (SAVEPOINT, RELEASE), on the hot path.
     row = JobEvent(**fields, created_at=timezone.now())
-    columns = [f for f in JobEvent._meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in columns]
-    sql = (f"INSERT INTO {JobEvent._meta.db_table} ({', '.join(connection.ops.quote_name(f.column) for f in columns)}) "
-           f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT (job_id, event_id) DO NOTHING RETURNING 1")
+    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in _EVENT_COLUMNS]
     with hot_cursor(connection) as cursor:
-        cursor.execute(sql, values)
+        cursor.execute(_EVENT_INSERT, values)
         return cursor.fetchone() is not None
 
 
