@@ -2,7 +2,7 @@
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The venv is rebuilt when pyproject.toml changes.
+# The venv is rebuilt when pyproject.toml or the lock (constraints.txt) changes.
 STAMP := $(VENV)/.installed
 
 # Tests run against the machine's real PostgreSQL and Redis unless told otherwise. Test servers
@@ -12,14 +12,22 @@ TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/brightrun
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 export DATABASE_CONN_MAX_AGE ?= 0
 
-.PHONY: venv demo test test-fast run bench reliability clean browser
+.PHONY: venv lock demo test test-fast run bench reliability clean browser
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[train,eval,test]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[train,eval,test]'
 	@touch $@
+
+# Re-resolve the dependencies from pyproject.toml (newest allowed releases) and write the lock.
+lock:
+	rm -rf $(VENV).lock && $(PY) -m venv $(VENV).lock
+	$(VENV).lock/bin/python -m pip install -q --disable-pip-version-check -e '.[train,eval,test]'
+	{ sed -n '1,/^[^#]/{/^#/p}' constraints.txt; $(VENV).lock/bin/python -m pip freeze --exclude-editable | \
+	  sed 's/^\(torch==[0-9.]*\)+cpu$$/\1/'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	rm -rf $(VENV).lock
 
 demo: venv
 	$(BIN)/python manage.py demo

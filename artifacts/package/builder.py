@@ -35,7 +35,7 @@ PINNED_REQUIREMENTS = {
     "torch": "2.13.0",
     "transformers": "5.24.0",
     "peft": "0.21.2",
-    "accelerate": "1.15.0",
+    "accelerate": "1.16.0",
     "safetensors": "0.8.0",
     "tokenizers": "0.23.3",
     "jinja2": "3.1.6",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +85,27 @@ def test_package_builds_unzips_verifies_and_runs_inference(organization, make_us
     with capsys.disabled():
         print(f"\n[package] build via API {build_s:.2f} s, zip {len(data):,} bytes, {len(names)} files; "
               f"inference.py {infer_s:.1f} s -> {run.stdout.strip()[:60]!r}")
+
+
+def _locked_versions() -> dict[str, str]:
+    """constraints.txt (the lock `make venv` installs from), names normalized the way pip does."""
+    lock = Path(__file__).resolve().parents[2] / "constraints.txt"
+    versions = {}
+    for line in lock.read_text().splitlines():
+        if line and not line.startswith("#") and "==" in line:
+            name, version = line.split("==", 1)
+            versions[name.strip().lower().replace("_", "-")] = version.strip()
+    return versions
+
+
+def test_package_pins_the_pod_image_and_the_lock_agree():
+    """The deployment package's requirements.txt, the pod image and the lock name one version each."""
+    locked = _locked_versions()
+    dockerfile = (Path(__file__).resolve().parents[2] / "gpu_worker" / "Dockerfile").read_text()
+    for name, version in PINNED_REQUIREMENTS.items():
+        assert locked.get(name) == version, f"{name}: lock has {locked.get(name)}, package pins {version}"
+        if name != "jinja2":  # not part of the pod image
+            assert f"{name}=={version}" in dockerfile, f"gpu_worker/Dockerfile does not pin {name}=={version}"
 
 
 def test_package_pins_are_the_tested_versions():
