@@ -51,9 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         # Without a valid spec there is no callback URL or secret to report to.
         print(f"invalid job spec: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    work_dir = Path(args.work_dir) if args.work_dir else None
+    if spec.gpu_count > 1 and "WORLD_SIZE" not in os.environ:
+        # The pod's entry process becomes torchrun's agent: one rank per GPU, SIGTERM forwarded.
+        from .distributed import launch
+
+        return launch(spec, work_dir)
     from .runner import run_job
 
-    return run_job(spec, Path(args.work_dir) if args.work_dir else None)
+    return run_job(spec, work_dir)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,14 @@ class JobSpec:
     storage_grant: dict[str, Any] | None = field(default=None, repr=False)
     max_runtime_s: int | None = None
     heartbeat_timeout_s: int | None = None
+    # Several GPUs on one pod (gpu_worker.distributed): one process per GPU, "ddp" replicates the
+    # model, "fsdp" shards it; "auto" picks FSDP for models of 30B parameters and more.
+    gpu_count: int = 1
+    parallel: str = "auto"
+    # How the loss is computed (gpu_worker.loss): "auto" = Liger's fused kernel on CUDA when
+    # installed, else the chunked path; "plain" materialises the labelled positions' logits.
+    loss_impl: str = "auto"
+    loss_chunk_tokens: int = 1024
     # The evaluating stage (gpu_worker.evaluate, docs/validation.md). Replies are generated for at
     # most eval_max_replies held-out assistant turns (evenly spread), greedily, up to
     # eval_max_new_tokens each; multiple-choice accuracy is decided by the option's summed
@@ -133,6 +141,14 @@ class JobSpec:
     def __post_init__(self):
         if self.eval_choice_score not in ("sum", "mean"):
             raise ValueError(f"eval_choice_score must be 'sum' or 'mean', not {self.eval_choice_score!r}")
+        if not isinstance(self.gpu_count, int) or not 1 <= self.gpu_count <= 8:
+            raise ValueError(f"gpu_count must be an integer from 1 to 8 (one pod), not {self.gpu_count!r}")
+        if self.parallel not in ("auto", "ddp", "fsdp"):
+            raise ValueError(f"parallel must be 'auto', 'ddp' or 'fsdp', not {self.parallel!r}")
+        if self.loss_impl not in ("auto", "plain", "chunked", "liger"):
+            raise ValueError(f"loss_impl must be 'auto', 'plain', 'chunked' or 'liger', not {self.loss_impl!r}")
+        if not isinstance(self.loss_chunk_tokens, int) or self.loss_chunk_tokens < 1:
+            raise ValueError(f"loss_chunk_tokens must be a positive integer, not {self.loss_chunk_tokens!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -106,6 +106,35 @@ def model_max_context(source: str, token: str | None = None) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
+def params_from_config(config: dict[str, Any]) -> float | None:
+    """Approximate parameter count (billions) of a decoder-only transformer from its config.json
+    values: embeddings (+ LM head unless tied) and, per layer, attention and a gated MLP."""
+    try:
+        h = int(config["hidden_size"])
+        layers = int(config["num_hidden_layers"])
+        vocab = int(config["vocab_size"])
+        inter = int(config.get("intermediate_size") or 4 * h)
+        heads = int(config.get("num_attention_heads") or 1)
+        kv = int(config.get("num_key_value_heads") or heads)
+    except (KeyError, TypeError, ValueError):
+        return None
+    head_dim = int(config.get("head_dim") or h // heads)
+    attention = h * heads * head_dim * 2 + h * kv * head_dim * 2
+    per_layer = attention + 3 * h * inter
+    embeddings = vocab * h * (1 if config.get("tie_word_embeddings") else 2)
+    return (embeddings + layers * per_layer) / 1e9
+
+
+def model_params_b(source: str, token: str | None = None) -> float | None:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, token=token)
+    except Exception:  # noqa: BLE001 - the size only picks a default strategy
+        return None
+    return params_from_config(config.to_dict())
+
+
 def load_tokenizer(source: str, token: str | None = None):
     from transformers import AutoTokenizer
 
@@ -120,7 +149,9 @@ def load_tokenizer(source: str, token: str | None = None):
     return tokenizer
 
 
-def load_base_model(source: str, plan: LoadPlan, token: str | None = None):
+def load_base_model(source: str, plan: LoadPlan, token: str | None = None, *, for_fsdp: bool = False):
+    """`for_fsdp`: the 4-bit weights are stored in the compute dtype, so FSDP can flatten and shard
+    them together with the bf16 parameters (FSDP-QLoRA); without it FSDP refuses uint8 storage."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -139,6 +170,7 @@ def load_base_model(source: str, plan: LoadPlan, token: str | None = None):
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=getattr(torch, plan.dtype),
+            **({"bnb_4bit_quant_storage": getattr(torch, plan.dtype)} if for_fsdp else {}),
         )
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -146,6 +178,20 @@ def load_base_model(source: str, plan: LoadPlan, token: str | None = None):
         raise _hub_errors(exc, source) from exc
     model.config.use_cache = False
     return model
+
+
+def reload_for_evaluation(source: str, plan: LoadPlan, adapter_dir, token: str | None = None):
+    """A fresh base model with the saved adapter, on this process's GPU (after FSDP training)."""
+    import gc
+
+    import torch
+    from peft import PeftModel
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    base = load_base_model(source, plan, token)
+    return PeftModel.from_pretrained(base, str(adapter_dir))
 
 
 def present_target_modules(model, wanted: tuple[str, ...]) -> list[str]:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import storage
+from . import distributed, storage
 from .contracts import (
     EVENT_COMPLETED,
     EVENT_FAILED,
@@ -51,6 +51,19 @@ class Interrupted(Exception):
     """Stop requested (SIGTERM); state is saved and the job can resume."""
 
 
+class SilentSender:
+    """The event sender of ranks other than 0 in a multi-GPU run: the pod reports once, from rank 0."""
+
+    last_delivery_at = None
+    path = None
+
+    def emit(self, type: str, data: dict[str, Any] | None = None, *, step: int = 0):
+        return None
+
+    def close(self, deadline_s: float = 0) -> bool:
+        return True
+
+
 def default_work_dir(spec: JobSpec) -> Path:
     root = os.environ.get(WORK_DIR_ENV) or os.path.join(tempfile.gettempdir(), "brightrun-worker")
     return Path(root) / f"{spec.job_id}-{spec.attempt}"
@@ -60,8 +73,11 @@ class JobRun:
     def __init__(self, spec: JobSpec, work_dir: Path | None = None):
         self.spec = spec
         self.hp = spec.hyperparameters
+        self.dist = distributed.from_env()
         storage.install_grant(spec.storage_grant)
         self.work_dir = Path(work_dir) if work_dir else default_work_dir(spec)
+        if self.dist.enabled:
+            self.work_dir = self.work_dir / f"rank-{self.dist.rank}"
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.hooks = dict(spec.test_hooks) if os.environ.get(TEST_HOOKS_ENV) == "1" else {}
         self.stop = StopFlag()
@@ -69,7 +85,8 @@ class JobRun:
         self.trainer = None
         self.stage: str | None = None
         heartbeat = min(30.0, spec.heartbeat_timeout_s / 3) if spec.heartbeat_timeout_s else 60.0
-        self.events = EventSender(spec, self.work_dir, heartbeat_interval_s=heartbeat)
+        self.events = (EventSender(spec, self.work_dir, heartbeat_interval_s=heartbeat)
+                       if self.dist.is_main else SilentSender())
 
     # ------------------------------------------------------------------ plumbing
     def emit(self, type: str, data: dict[str, Any] | None = None, *, step: int | None = None):
@@ -117,7 +134,7 @@ class JobRun:
             timer.daemon = True
             timer.start()
             cleanups.append(timer.cancel)
-        if self.spec.heartbeat_timeout_s and self.spec.callback_url:
+        if self.spec.heartbeat_timeout_s and self.spec.callback_url and self.dist.is_main:
             threading.Thread(target=self._watch_control_plane, daemon=True).start()
         return cleanups
 
@@ -129,6 +146,8 @@ class JobRun:
         finally:
             for c in reversed(cleanups):
                 c()
+            if self.dist.enabled:
+                distributed.destroy_process_group()
 
     def _run(self) -> int:
         try:
@@ -190,6 +209,8 @@ class JobRun:
 
     def _finish(self, deadline_s: float) -> None:
         self.events.close(deadline_s=deadline_s)
+        if not self.dist.is_main:
+            return
         try:  # the local event log next to the artifacts helps debugging; best effort
             storage.upload(self.events.path, storage.join(self.spec.output_uri, f"events-attempt-{self.spec.attempt}.jsonl"))
         except Exception:  # noqa: BLE001
@@ -211,6 +232,7 @@ class JobRun:
         import torch
 
         from . import checkpoints, evaluate, modeling
+        from . import loss as losses
         from .data import PackedDataset, read_jsonl, tokenize_all
         from .trainer import Trainer
 
@@ -222,6 +244,18 @@ class JobRun:
         source, _ = modeling.resolve_model_source(spec.base_model)
         plan = modeling.current_plan(spec.quantization)  # fails early: no CUDA for nf4
         context = modeling.model_max_context(source, spec.hf_token)
+        dist = self.dist
+        if spec.gpu_count > 1 and not dist.enabled:
+            self.warn(f"gpu_count={spec.gpu_count} but this process was started alone; training on one device")
+        parallel = distributed.plan_parallel(spec.parallel, gpu_count=dist.world_size,
+                                             params_b=modeling.model_params_b(source, spec.hf_token))
+        distributed.init_process_group(dist, plan.device)
+        if dist.enabled and hp.gradient_accumulation_steps < dist.world_size:
+            self.warn(f"gradient_accumulation_steps={hp.gradient_accumulation_steps} is below the "
+                      f"{dist.world_size} GPUs: some stay idle on every step; raise it to at least {dist.world_size}")
+        loss_impl = losses.resolve_impl(spec.loss_impl, cuda=plan.device == "cuda")
+        if spec.loss_impl == "liger" and loss_impl != "liger":
+            self.warn("loss_impl 'liger' needs CUDA and the liger-kernel package; using the chunked loss")
         validate_hyperparameters(hp, context)
         tokenizer = modeling.load_tokenizer(source, spec.hf_token)
         train_rows = self._fetch_split(spec.train_uri, "train")
@@ -258,28 +292,40 @@ class JobRun:
         random.seed(hp.seed)
         np.random.seed(hp.seed % 2**32)
         torch.manual_seed(hp.seed)
-        model = modeling.load_base_model(source, plan, spec.hf_token)
+        model = modeling.load_base_model(source, plan, spec.hf_token, for_fsdp=parallel == "fsdp")
         model = modeling.add_lora(model, hp, plan)
-        device = torch.device(plan.device)
+        device = (torch.device("cuda", torch.cuda.current_device()) if plan.device == "cuda"
+                  else torch.device("cpu"))
         if plan.device == "cpu":
             model.to(device)
-        optimizer = modeling.make_optimizer(model, hp, plan)
+            if dist.enabled:  # one process per core group, not every process on every core
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world_size))
+        local_checkpoint = None
+        if spec.resume_from:
+            try:
+                local_checkpoint = checkpoints.fetch(spec.resume_from, self.work_dir / "resume")
+            except storage.StorageError as exc:
+                raise DatasetUnreachable(f"the checkpoint to resume from could not be read: {exc}") from exc
+            # Before any wrapping: every rank holds the same full adapter, which DDP and FSDP take as is.
+            checkpoints.load_adapter(local_checkpoint, model)
+        loss_fn = distributed.wrap(losses.loss_module(model, impl=loss_impl, chunk_tokens=spec.loss_chunk_tokens),
+                                   parallel, dist, device)
+        optimizer = modeling.make_optimizer(model, hp, plan)  # after wrapping: FSDP needs it so
         trainer = Trainer(
             model=model, optimizer=None, scheduler=None, data=data, hp=hp, device=device,
             emit=lambda t, d, step: self.events.emit(t, d, step=step), stop=self.stop,
             work_dir=self.work_dir, output_uri=spec.output_uri, checkpoint_every=spec.checkpoint_every,
             keep_checkpoints=spec.keep_checkpoints, hooks=self.hooks, job_id=spec.job_id, attempt=spec.attempt,
+            loss_fn=loss_fn, dist=dist,
         )
         trainer.optimizer = optimizer
         trainer.scheduler = modeling.make_scheduler(optimizer, hp, trainer.total_steps)
         rng = None
-        if spec.resume_from:
-            try:
-                local = checkpoints.fetch(spec.resume_from, self.work_dir / "resume")
-            except storage.StorageError as exc:
-                raise DatasetUnreachable(f"the checkpoint to resume from could not be read: {exc}") from exc
-            state, rng = checkpoints.load_into(local, model=model, optimizer=optimizer, scheduler=trainer.scheduler)
-            for w in trainer.restore(state, spec.resume_from):
+        if local_checkpoint is not None:
+            state, rng, warnings = checkpoints.load_training_state(
+                local_checkpoint, model=model, optimizer=optimizer, scheduler=trainer.scheduler,
+                wrapped=loss_fn, rank=dist.rank)
+            for w in warnings + trainer.restore(state, spec.resume_from):
                 self.warn(w)
         self.trainer = trainer
 
@@ -288,14 +334,28 @@ class JobRun:
         if rng is not None:
             checkpoints.restore_rng(rng)  # last, so nothing between here and step k+1 draws from it
         train_started = time.time()
-        if trainer.train() == "stopped":
+        outcome = trainer.train()
+        # A stop that arrived during the last step is agreed by every rank here, while they are all
+        # still present for the checkpoint's collectives.
+        if outcome == "stopped" or trainer.stop_requested():
             raise Interrupted(self.stop.reason)
         train_seconds = time.time() - train_started
 
         # ---------------------------------------------------------------- finalizing
-        self.enter("finalizing")
         adapter_dir = self.work_dir / "adapter"
-        model.save_pretrained(adapter_dir, safe_serialization=True)
+        with distributed.full_params(loss_fn, dist):  # FSDP: every rank takes part in the gather
+            if dist.is_main:
+                self.enter("finalizing")
+                model.save_pretrained(adapter_dir, safe_serialization=True)
+        if not dist.is_main:
+            return {}  # rank 0 alone uploads, evaluates and reports
+        # From here on rank 0 is alone: a checkpoint on a late stop must not wait for the others.
+        trainer.dist = distributed.SINGLE
+        if parallel == "fsdp":
+            # The sharded model cannot generate without the other ranks: evaluate from the saved
+            # adapter on one GPU (a 4-bit 70B fits in 80 GB when it is not also training).
+            del loss_fn, trainer.loss_fn, optimizer, trainer.optimizer
+            model = modeling.reload_for_evaluation(source, plan, adapter_dir, spec.hf_token)
         tokenizer.save_pretrained(adapter_dir)
         adapter_uri = storage.join(spec.output_uri, "adapter")
         storage.upload_dir(adapter_dir, adapter_uri, last="adapter_model.safetensors")

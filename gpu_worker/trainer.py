@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import checkpoints, storage
+from . import distributed as _dist
+from . import loss as _loss
 from .contracts import EVENT_CHECKPOINT_SAVED, EVENT_METRICS
 from .data import IGNORE, MicroBatch, PackedDataset
 from .failures import NonFiniteLoss
+from .loss import DEFAULT_CHUNK_TOKENS
 
 
 class StopFlag:
@@ -38,29 +41,17 @@ class StopFlag:
         return self._event.is_set()
 
 
-def loss_sum(model, batch: MicroBatch, device=None):
+def loss_sum(model, batch: MicroBatch, device=None, *, impl: str = "plain",
+             chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
     """Summed cross-entropy over the batch's loss tokens (float32), and their count.
 
-    Only the positions that carry a label go through the LM head (`logits_to_keep` with indices),
-    which saves the [tokens x vocab] logits of every context token.
+    Only the positions that carry a label go through the LM head; `impl` chooses how (see
+    gpu_worker.loss: the plain path materialises [loss tokens x vocab] logits, the chunked one
+    at most chunk_tokens rows of them).
     """
-    import torch
-    import torch.nn.functional as F
-
     t = batch.tensors(device)
-    labels = t["labels"][0]
-    keep = (labels != IGNORE).nonzero().view(-1)
-    out = model(
-        input_ids=t["input_ids"],
-        position_ids=t["position_ids"],
-        attention_mask=None,  # packed: transformers derives block-diagonal attention from position_ids
-        use_cache=False,
-        logits_to_keep=keep,
-    )
-    logits = out.logits[0]
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # the loss is always summed in at least float32
-    return F.cross_entropy(logits, labels[keep], reduction="sum"), int(keep.numel())
+    keep = (t["labels"][0] != IGNORE).nonzero().view(-1)
+    return _loss.loss_sum(model, t, keep, impl=impl, chunk_tokens=chunk_tokens), int(keep.numel())
 
 
 @dataclass
@@ -90,6 +81,10 @@ class Trainer:
     hooks: dict[str, Any] = field(default_factory=dict)
     job_id: str = ""
     attempt: int = 0
+    # The loss as a module (gpu_worker.loss.loss_module), wrapped in DDP/FSDP on several ranks;
+    # None: the plain path on `model` (benchmarks and tests that build a Trainer by hand).
+    loss_fn: Any = None
+    dist: _dist.Dist = _dist.SINGLE
 
     def __post_init__(self):
         self.steps_per_epoch = self.data.steps_per_epoch
@@ -104,6 +99,8 @@ class Trainer:
         self.train_seconds = 0.0
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self._cuda = getattr(self.device, "type", str(self.device)) == "cuda"
+        if self.loss_fn is None:
+            self.loss_fn = _loss.loss_module(self.model, impl="plain")
 
     # ---------------------------------------------------------------- state
     def state(self) -> checkpoints.TrainerState:
@@ -150,14 +147,24 @@ class Trainer:
 
         started = time.perf_counter()
         self.model.train()
+        # Token-weighted over the whole optimizer step, whatever the split into micro-batches and
+        # ranks: every rank knows every micro-batch's loss-token count (same data, same order).
         n_loss = sum(b.loss_tokens for b in batches)
-        total = None
-        for b in batches:
-            s, _ = loss_sum(self.model, b, self.device)
-            # Token-weighted over the whole optimizer step, whatever the split into micro-batches.
-            (s / n_loss).backward()
-            total = s.detach() if total is None else total + s.detach()
-        loss = float(total) / n_loss
+        mine = _dist.rank_share(batches, self.dist)
+        # DDP averages gradients over ranks; scaling by world_size turns that into the sum.
+        scale = self.dist.world_size / n_loss
+        total = torch.zeros((), dtype=torch.float32, device=self.device)
+        if not mine:
+            # Fewer micro-batches than ranks (the last step of an epoch): join the all-reduce
+            # with a zero-weight pass so no rank waits for another.
+            s = self._micro_loss(batches[0])
+            (s * 0.0).backward()
+        for i, b in enumerate(mine):
+            with _dist.no_sync(self.loss_fn, last=i == len(mine) - 1):
+                s = self._micro_loss(b)
+                (s * scale).backward()
+            total = total + s.detach()
+        loss = float(_dist.all_sum(total, self.dist)) / n_loss
         step = self.global_step + 1
         if self.hooks.get("nan_at_step") == step:
             loss = float("nan")
@@ -169,7 +176,7 @@ class Trainer:
             self.first_loss = loss
         if not math.isfinite(loss) or loss > max(100.0, 10 * self.first_loss):
             raise NonFiniteLoss(f"loss is {loss} at step {step}", step)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.hp.max_grad_norm))
+        grad_norm = _dist.clip_grad_norm(self.loss_fn, self.trainable, self.hp.max_grad_norm)
         if not math.isfinite(grad_norm):
             raise NonFiniteLoss(f"gradient norm is {grad_norm} at step {step}", step)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -179,13 +186,22 @@ class Trainer:
         seconds = time.perf_counter() - started
         return StepResult(loss, grad_norm, lr, sum(b.tokens for b in batches), n_loss, seconds)
 
+    def _micro_loss(self, batch: MicroBatch):
+        t = batch.tensors(self.device)
+        keep = (t["labels"][0] != IGNORE).nonzero().view(-1)
+        return self.loss_fn(t["input_ids"], t["position_ids"], t["labels"], keep)
+
+    def stop_requested(self) -> bool:
+        """The stop flag agreed by every rank (a collective on several ranks: call it on all)."""
+        return _dist.any_rank(self.stop.is_set(), self.dist)
+
     # ---------------------------------------------------------------- loop
     def train(self) -> str:
         """Run to the end ('done') or to a requested stop ('stopped', after a checkpoint)."""
         import torch
 
         while self.global_step < self.total_steps:
-            if self.stop.is_set():
+            if self.stop_requested():
                 self.ensure_checkpoint()
                 return "stopped"
             batches = self.data.step_batches(self.epoch, self.step_in_epoch)
@@ -233,20 +249,32 @@ class Trainer:
         return self.last_checkpoint
 
     def save_checkpoint(self) -> str:
+        """Rank 0 writes the checkpoint (with every rank's RNG state); all ranks record it.
+        A collective on several ranks: every rank calls it at the same step."""
         name = f"step-{self.global_step}"
         local = Path(self.work_dir) / "checkpoints" / name
-        size = checkpoints.write_local(
-            local, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, state=self.state()
-        )
         uri = storage.join(self.output_uri, "checkpoints", name)
-        checkpoints.upload(local, uri)
-        self.saved.append((self.global_step, uri, local))
-        self.emit(
-            EVENT_CHECKPOINT_SAVED,
-            {"step": self.global_step, "uri": uri, "bytes": size, "epoch": self.epoch},
-            step=self.global_step,
-        )
-        self._prune()
+        rng_by_rank = _dist.gather_to_main(checkpoints.rng_states(), self.dist)
+        optimizer_state = checkpoints.optimizer_state(self.loss_fn, self.optimizer)  # FSDP: collective
+        with _dist.full_params(self.loss_fn, self.dist):
+            if self.dist.is_main:
+                size = checkpoints.write_local(
+                    local, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                    state=self.state(), rng_by_rank=rng_by_rank, optimizer_state=optimizer_state,
+                )
+        if self.dist.is_main:
+            checkpoints.upload(local, uri)
+        _dist.barrier(self.dist)  # nobody continues (or exits) before the checkpoint is complete
+        self.saved.append((self.global_step, uri, local if self.dist.is_main else None))
+        if self.dist.is_main:
+            self.emit(
+                EVENT_CHECKPOINT_SAVED,
+                {"step": self.global_step, "uri": uri, "bytes": size, "epoch": self.epoch},
+                step=self.global_step,
+            )
+            self._prune()
+        else:
+            del self.saved[:-max(1, self.keep_checkpoints)]
         return uri
 
     def _prune(self) -> None:
