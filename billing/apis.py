@@ -67,6 +67,7 @@ class EstimateApi(BillingScopedMixin, APIView):
             overrides=data.get("overrides") or {}, gpu_type=data.get("gpu_type") or None,
             cloud_type=data.get("cloud_type"), spot=data.get("spot"), bid_per_gpu=data.get("bid_per_gpu"),
             provider=data.get("provider") or None, quantization=data.get("quantization"),
+            gpu_count=data.get("gpu_count") or 1,
         )
         return Response(estimate(config).to_dict())
 

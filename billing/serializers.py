@@ -14,6 +14,7 @@ class EstimateRequestSerializer(serializers.Serializer):
     bid_per_gpu = serializers.DecimalField(max_digits=8, decimal_places=4, required=False, allow_null=True)
     provider = serializers.CharField(required=False, allow_blank=True, max_length=20)
     quantization = serializers.ChoiceField(choices=["nf4", "none"], required=False, default="nf4")
+    gpu_count = serializers.IntegerField(required=False, default=1, min_value=1, max_value=8)
 
 
 class GpuTypeSerializer(serializers.ModelSerializer):

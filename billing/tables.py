@@ -41,6 +41,12 @@ WEIGHT_GB_PER_B = {"nf4": 0.55, "none": 2.0}
 MEMORY_OVERHEAD_FACTOR = 1.2
 MEMORY_FIXED_GB = 4.0
 
+# Several GPUs on one pod (gpu_worker.distributed): the pod's throughput is one GPU's x N x this
+# efficiency. A stated assumption until the GPU benchmark (benchmarks/gpu/qlora_throughput.py
+# --gpus N) has measured it on a lent device: DDP all-reduces only the LoRA gradients (small), FSDP
+# also gathers every layer's weights twice per step. The catalog's prices are per GPU.
+MULTI_GPU_EFFICIENCY = {"ddp": 0.90, "fsdp": 0.75}
+
 # The range around the point value before the estimator has history: ±30% on throughput, setup
 # from −20% to +50%. With history the throughput range is 1.645 standard deviations of the
 # measured/predicted log ratio (a 90% interval), never narrower than ±8%.

@@ -123,7 +123,7 @@ class JobSpec:
     # How the loss is computed (gpu_worker.loss): "auto" = Liger's fused kernel on CUDA when
     # installed, else the chunked path; "plain" materialises the labelled positions' logits.
     loss_impl: str = "auto"
-    loss_chunk_tokens: int = 1024
+    loss_chunk_tokens: int = 512
     # The evaluating stage (gpu_worker.evaluate, docs/validation.md). Replies are generated for at
     # most eval_max_replies held-out assistant turns (evenly spread), greedily, up to
     # eval_max_new_tokens each; multiple-choice accuracy is decided by the option's summed

@@ -21,7 +21,7 @@ import importlib.util
 from typing import Any
 
 LOSS_IMPLS = ("auto", "plain", "chunked", "liger")
-DEFAULT_CHUNK_TOKENS = 1024
+DEFAULT_CHUNK_TOKENS = 512
 
 
 def liger_available() -> bool:

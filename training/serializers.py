@@ -56,8 +56,8 @@ class JobSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "client", "dataset", "dataset_name", "base_model", "preset", "status", "stage", "attempt",
             "progress", "current_step", "total_steps", "epoch", "last_loss", "tokens_per_s", "eta_s",
-            "provider", "gpu_type", "cloud_type", "spot", "created_by", "created_at", "launched_at", "finished_at",
-            "error_class", "error_message", "error_suggestion", "interruptions", "lost_steps", "parent",
+            "provider", "gpu_type", "gpu_count", "cloud_type", "spot", "created_by", "created_at", "launched_at",
+            "finished_at", "error_class", "error_message", "error_suggestion", "interruptions", "lost_steps", "parent",
             "cost", "cost_estimate",
         ]
         read_only_fields = fields
@@ -84,6 +84,8 @@ class JobCreateSerializer(serializers.Serializer):
     cloud_type = serializers.ChoiceField(choices=CLOUD_CHOICES, required=False)
     spot = serializers.BooleanField(required=False)
     bid_per_gpu = serializers.DecimalField(required=False, max_digits=8, decimal_places=4, allow_null=True)
+    gpu_count = serializers.IntegerField(required=False, min_value=1, max_value=8,
+                                         help_text="GPUs on the pod (1-8); more than one trains with DDP or FSDP")
     client = serializers.CharField(required=False, allow_blank=True, max_length=120, default="")
     name = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
     notes = serializers.CharField(required=False, allow_blank=True, default="")

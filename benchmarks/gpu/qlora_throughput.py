@@ -2,7 +2,10 @@
 
     python benchmarks/gpu/qlora_throughput.py                 # 8B, then 4 layers of 70B (GPU)
     python benchmarks/gpu/qlora_throughput.py --arch 8b --steps 10 --seq-len 4096
-    python benchmarks/gpu/qlora_throughput.py --dry-run       # toy size on CPU: checks the script
+    python benchmarks/gpu/qlora_throughput.py --dry-run       # prints the plan, then a toy size on CPU
+    python benchmarks/gpu/qlora_throughput.py --loss all      # plain vs chunked vs Liger's fused loss
+    python benchmarks/gpu/qlora_throughput.py --gpus 2 --parallel ddp    # torchrun, one rank per GPU
+    python benchmarks/gpu/qlora_throughput.py --gpus 4 --parallel fsdp --arch 70b
 
 Nothing is downloaded: the model is built from a LlamaConfig with random weights directly on the
 GPU in bf16, then every decoder linear layer is replaced by a bitsandbytes 4-bit NF4 layer
@@ -14,6 +17,12 @@ Prints tokens/s, peak memory and MFU. MFU counts 6 x (all parameters) + attentio
 token against the card's dense bf16 peak (QLoRA computes no weight gradients for the frozen
 base, but re-runs the forward pass for checkpointing: 2 + 2 + 2 = 6 N per token).
 For 70B, a few layers are measured and the full model is extrapolated per layer.
+
+`--loss` picks gpu_worker.loss's implementation (plain logits, chunked, Liger's fused linear
+cross-entropy); `--gpus N` re-runs this script under torchrun (`torch.distributed.run
+--standalone`) with one rank per GPU and gpu_worker's DDP or FSDP wrapping, as a multi-GPU pod
+does: tokens/s is then the whole pod's, memory the largest rank's, MFU against N cards' peak.
+With --dry-run and --gpus N the ranks run on the CPU over gloo.
 """
 from __future__ import annotations
 
@@ -48,19 +57,21 @@ def peak_tflops(name: str, override: float | None) -> float | None:
     return None
 
 
-def quantize_linears_4bit(model, compute_dtype):
-    """Replace decoder nn.Linear layers by bnb Linear4bit (NF4, double quant), as from_pretrained does."""
+def quantize_linears_4bit(model, compute_dtype, quant_storage=None):
+    """Replace decoder nn.Linear layers by bnb Linear4bit (NF4, double quant), as from_pretrained does.
+    `quant_storage`: the dtype the packed 4-bit weights are stored in (FSDP needs the compute dtype)."""
     import bitsandbytes as bnb
     import torch
 
+    storage = {"quant_storage": quant_storage} if quant_storage is not None else {}
     for name, module in list(model.model.layers.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, torch.nn.Linear):
                 q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
                                       compute_dtype=compute_dtype, compress_statistics=True, quant_type="nf4",
-                                      device="cpu")
+                                      device="cpu", **storage)
                 q.weight = bnb.nn.Params4bit(child.weight.data.to("cpu"), requires_grad=False,
-                                             compress_statistics=True, quant_type="nf4")
+                                             compress_statistics=True, quant_type="nf4", **storage)
                 q = q.to(child.weight.device)  # quantizes on the move to CUDA
                 setattr(module, child_name, q)
                 del child
@@ -69,7 +80,7 @@ def quantize_linears_4bit(model, compute_dtype):
     return model
 
 
-def build(arch: str, layers: int | None, device: str, quantize: bool):
+def build(arch: str, layers: int | None, device: str, quantize: bool, for_fsdp: bool = False):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -92,9 +103,13 @@ def build(arch: str, layers: int | None, device: str, quantize: bool):
         torch.set_default_dtype(previous)
     model.config.use_cache = False
     if quantize:
-        model = quantize_linears_4bit(model, dtype)
+        model = quantize_linears_4bit(model, dtype, quant_storage=dtype if for_fsdp else None)
     n_params = sum(p.numel() for p in model.parameters()) if not quantize else None
     return model, config, attn, n_params
+
+
+def count_params_of(arch: str) -> int:
+    return count_params(type("C", (), ARCHS[arch]))
 
 
 def count_params(config) -> int:
@@ -121,16 +136,21 @@ def synthetic_dataset(vocab: int, seq_len: int, rows: int, micro_batch: int, acc
 def run_one(arch: str, layers: int | None, args) -> dict:
     import torch
 
-    from gpu_worker import modeling
+    from gpu_worker import distributed, modeling
+    from gpu_worker import loss as losses
     from gpu_worker.contracts import Hyperparameters
     from gpu_worker.trainer import StopFlag, Trainer
 
+    dist = distributed.from_env()
     device = "cpu" if args.dry_run else "cuda"
+    distributed.init_process_group(dist, device)
+    parallel = distributed.plan_parallel(args.parallel, gpu_count=dist.world_size,
+                                         params_b=count_params_of(arch) / 1e9)
     quantize = not args.dry_run or args.quantize_cpu
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    model, config, attn, _ = build(arch, layers, device, quantize)
+    model, config, attn, _ = build(arch, layers, device, quantize, for_fsdp=parallel == "fsdp")
     build_s = time.perf_counter() - t0
     plan = modeling.LoadPlan(device=device, quantize_4bit=quantize, dtype="bfloat16" if device == "cuda" else "float32",
                              attn_implementation=attn, gradient_checkpointing=device == "cuda",
@@ -139,14 +159,19 @@ def run_one(arch: str, layers: int | None, args) -> dict:
                          gradient_accumulation_steps=args.accumulation, max_seq_len=args.seq_len,
                          warmup_ratio=0.0, num_epochs=1.0)
     model = modeling.add_lora(model, hp, plan)
+    torch_device = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
+    loss_impl = losses.resolve_impl(args.loss, cuda=device == "cuda")
+    loss_fn = distributed.wrap(losses.loss_module(model, impl=loss_impl, chunk_tokens=args.loss_chunk_tokens),
+                               parallel, dist, torch_device)
     optimizer = modeling.make_optimizer(model, hp, plan)
     steps = args.warmup + args.steps
     data = synthetic_dataset(config.vocab_size, args.seq_len, steps * args.micro_batch * args.accumulation,
                              args.micro_batch, args.accumulation)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(model=model, optimizer=optimizer, scheduler=modeling.make_scheduler(optimizer, hp, 10**6),
-                          data=data, hp=hp, device=torch.device(device), emit=lambda *a, **k: None,
-                          stop=StopFlag(), work_dir=Path(tmp), output_uri=Path(tmp).as_uri())
+                          data=data, hp=hp, device=torch_device, emit=lambda *a, **k: None,
+                          stop=StopFlag(), work_dir=Path(tmp), output_uri=Path(tmp).as_uri(),
+                          loss_fn=loss_fn, dist=dist)
         tokens = 0
         seconds = 0.0
         for s in range(steps):
@@ -170,15 +195,22 @@ def run_one(arch: str, layers: int | None, args) -> dict:
         "accumulation": args.accumulation, "steps": args.steps, "attn": attn, "quantized_4bit": quantize,
         "tokens_per_s": round(tps, 1), "build_s": round(build_s, 1),
         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "loss": loss_impl, "gpus": dist.world_size, "parallel": parallel,
     }
     if device == "cuda":
-        result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        peak_bytes = torch.tensor(float(torch.cuda.max_memory_allocated()))
+        if dist.enabled:  # the largest rank's peak
+            import torch.distributed as td
+
+            peak_bytes = peak_bytes.to(torch_device)
+            td.all_reduce(peak_bytes, op=td.ReduceOp.MAX)
+        result["peak_memory_gib"] = round(float(peak_bytes) / 2**30, 2)
         peak = peak_tflops(result["device"], args.peak_tflops)
         if peak:
-            result["mfu"] = round(tps * flops_per_token / (peak * 1e12), 4)
+            result["mfu"] = round(tps * flops_per_token / (peak * 1e12 * dist.world_size), 4)
             result["peak_tflops_assumed"] = peak
     result["model_tflops_per_s"] = round(tps * flops_per_token / 1e12, 3)
-    del trainer, model, optimizer
+    del trainer, model, optimizer, loss_fn
     if device == "cuda":
         torch.cuda.empty_cache()
     return result
@@ -196,10 +228,34 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the card (default: by name)")
     ap.add_argument("--dry-run", action="store_true", help="toy size on CPU, no 4-bit: checks the script runs")
     ap.add_argument("--quantize-cpu", action="store_true", help="with --dry-run: try bitsandbytes 4-bit on CPU")
+    ap.add_argument("--loss", choices=["auto", "plain", "chunked", "liger", "all"], default="auto",
+                    help="gpu_worker.loss implementation; 'all' measures each one available")
+    ap.add_argument("--loss-chunk-tokens", type=int, default=512)
+    ap.add_argument("--gpus", type=int, default=1, help="ranks (one per GPU) under torchrun")
+    ap.add_argument("--parallel", choices=["auto", "ddp", "fsdp"], default="auto")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
+    import os
+    import subprocess
+
     import torch
+
+    from gpu_worker import distributed
+    from gpu_worker.loss import liger_available
+
+    main_rank = distributed.from_env().is_main
+    if args.gpus > 1 and "WORLD_SIZE" not in os.environ:
+        if not args.dry_run and torch.cuda.device_count() < args.gpus:
+            raise SystemExit(f"--gpus {args.gpus} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        argv = [a for a in sys.argv[1:]]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.gpus}",
+               __file__, *argv]
+        print("$ " + " ".join(cmd), flush=True)
+        raise SystemExit(subprocess.call(cmd, cwd=ROOT))
+    losses = [args.loss]
+    if args.loss == "all":
+        losses = ["plain", "chunked"] + (["liger"] if liger_available() and not args.dry_run else [])
 
     if args.dry_run:
         args.seq_len = min(args.seq_len, 256)
@@ -214,8 +270,17 @@ def main() -> None:
             runs.append(("8b", None))
         if args.arch in ("70b", "both"):
             runs.append(("70b", args.layers_70b))
+    if args.dry_run and main_rank:
+        print("dry run: on a GPU machine this would measure, each for "
+              f"{args.warmup} warm-up + {args.steps} steps at {args.seq_len if args.seq_len > 256 else 4096} tokens:")
+        for arch in (["8b", "70b"] if args.arch == "both" else [args.arch]):
+            for loss in losses:
+                print(f"  arch={arch}{f' ({args.layers_70b} of 80 layers)' if arch == '70b' else ''} loss={loss} "
+                      f"gpus={args.gpus} parallel={distributed.plan_parallel(args.parallel, gpu_count=args.gpus, params_b=count_params_of(arch) / 1e9)}")
+        print("now the toy architecture on the CPU, to check the script runs:", flush=True)
     results = []
-    for arch, layers in runs:
+    for (arch, layers), loss in [(run, loss) for run in runs for loss in losses]:
+        args.loss = loss
         r = run_one(arch, layers, args)
         if arch == "70b" and layers:
             # Per-layer cost dominates; extrapolate time per token to 80 layers (embeddings/head
@@ -230,8 +295,10 @@ def main() -> None:
                                       2 * 128256 * 8192) * 0.5 / 2**30
                 r["extrapolated_80_layers"]["weights_4bit_gib"] = round(per_layer_4bit_gib * full, 1)
         results.append(r)
-        print(json.dumps(r, indent=1))
-    if args.json:
+        if main_rank:
+            print(json.dumps(r, indent=1), flush=True)
+    distributed.destroy_process_group()
+    if args.json and main_rank:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
 

@@ -23,6 +23,7 @@ from billing.money import cents, to_decimal, usd
 from billing.services.calibration import Calibration, calibration_for
 from billing.services.catalog import free_providers, gpu_rate, gpu_type_get
 from gpu_worker.contracts import Hyperparameters
+from gpu_worker.distributed import plan_parallel
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class EstimateConfig:
     quantization: str = "nf4"
     token_method: str = "estimate"
     checkpoint_every: int = 100
+    gpu_count: int = 1
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,10 @@ def estimate(config: EstimateConfig, *, calibrated: bool = True) -> Estimate:
     speed = float(gpu.relative_speed) if gpu is not None else 0.5
     gpu_label = gpu.display_name if gpu is not None else config.gpu_type
     seq_factor = tables.seq_len_factor(int(hp.max_seq_len))
-    table_tps = tables.table_tokens_per_s(params_b, quant) * speed * seq_factor
+    n_gpus = max(1, int(config.gpu_count))
+    parallel = plan_parallel("auto", gpu_count=n_gpus, params_b=params_b)
+    scaling = n_gpus * tables.MULTI_GPU_EFFICIENCY[parallel] if n_gpus > 1 else 1.0
+    table_tps = tables.table_tokens_per_s(params_b, quant) * speed * seq_factor * scaling
     cal = calibration_for(gpu_type=config.gpu_type, size_class=size, quantization=quant) if calibrated else Calibration()
     tps = table_tps * cal.tps_factor
     assumptions.append(
@@ -143,6 +148,11 @@ def estimate(config: EstimateConfig, *, calibrated: bool = True) -> Estimate:
            f" ({'this GPU and model size' if cal.scope == 'key' else 'all GPUs'})" if cal.samples else
            " (no completed jobs to calibrate from yet)")
     )
+    if n_gpus > 1:
+        assumptions.append(
+            f"{n_gpus} GPUs ({parallel.upper()}): throughput × {n_gpus} × efficiency "
+            f"{tables.MULTI_GPU_EFFICIENCY[parallel]:g} (an assumption until measured by the GPU benchmark); "
+            f"the pod costs {n_gpus} × the per-GPU rate")
 
     train_s = training_tokens / tps if tps > 0 else 0.0
     weights_gb = params_b * 2.0
@@ -185,15 +195,18 @@ def estimate(config: EstimateConfig, *, calibrated: bool = True) -> Estimate:
     fits = True
     if gpu is not None and gpu.memory_gb:
         need = tables.memory_needed_gb(params_b, quant)
+        if parallel == "fsdp":  # weights and optimizer sharded; the CUDA context is per GPU
+            need = (need - tables.MEMORY_FIXED_GB) / n_gpus + tables.MEMORY_FIXED_GB
         if need > gpu.memory_gb:
             fits = False
             warnings.append(f"{params_b:g}B in {quant} needs about {need:.0f} GB; {gpu_label} has {gpu.memory_gb} GB: "
                             "choose a GPU with more memory or a smaller model")
 
     duration = Range(int(math.floor(low)), int(round(point)), int(math.ceil(high)))
-    cost = Range(*(cents(to_decimal(s) * rate.per_hour / Decimal(3600)) for s in (duration.low, duration.point, duration.high)))
+    pod_rate = rate.per_hour * n_gpus
+    cost = Range(*(cents(to_decimal(s) * pod_rate / Decimal(3600)) for s in (duration.low, duration.point, duration.high)))
     return Estimate(
-        duration_s=duration, cost=cost, rate_per_hour=rate.per_hour, gpu_type=config.gpu_type, cloud_type=cloud,
+        duration_s=duration, cost=cost, rate_per_hour=pod_rate, gpu_type=config.gpu_type, cloud_type=cloud,
         spot=config.spot, tokens_per_s=tps, training_tokens=training_tokens,
         breakdown={"setup_s": setup_s * cal.overhead_factor, "training_s": train_s,
                    "evaluation_s": eval_s * cal.overhead_factor, "finalizing_s": tables.FINALIZE_S * cal.overhead_factor,
@@ -227,13 +240,14 @@ def config_from_job(job) -> EstimateConfig:
         base_model=job.base_model, hyperparameters=hp, train_tokens=train, val_tokens=val,
         train_conversations=job.dataset.train_conversations, gpu_type=job.gpu_type, cloud_type=job.cloud_type,
         spot=job.spot, bid_per_gpu=job.bid_per_gpu, provider=job.provider, token_method=method,
-        checkpoint_every=getattr(settings, "CHECKPOINT_EVERY_STEPS", 100),
+        checkpoint_every=getattr(settings, "CHECKPOINT_EVERY_STEPS", 100), gpu_count=job.gpu_count,
     )
 
 
 def config_from_request(*, dataset, base_model: str, preset: str | None = None, overrides: dict | None = None,
                         gpu_type: str | None = None, cloud_type: str = "SECURE", spot: bool = False,
-                        bid_per_gpu=None, provider: str | None = None, quantization: str = "nf4") -> EstimateConfig:
+                        bid_per_gpu=None, provider: str | None = None, quantization: str = "nf4",
+                        gpu_count: int = 1) -> EstimateConfig:
     """The configuration a new-job form describes. Hyperparameters are resolved and validated
     exactly as job_create resolves them (the model's context shortens a preset's max_seq_len)."""
     from training.services.jobs import job_config_resolve  # noqa: PLC0415
@@ -247,7 +261,7 @@ def config_from_request(*, dataset, base_model: str, preset: str | None = None, 
         cloud_type=(cloud_type or "SECURE").upper(), spot=bool(spot),
         bid_per_gpu=to_decimal(bid_per_gpu) if bid_per_gpu not in (None, "") else None,
         provider=provider or settings.GPU_PROVIDER, quantization=quantization, token_method=method,
-        checkpoint_every=getattr(settings, "CHECKPOINT_EVERY_STEPS", 100),
+        checkpoint_every=getattr(settings, "CHECKPOINT_EVERY_STEPS", 100), gpu_count=int(gpu_count or 1),
     )
 
 

@@ -78,7 +78,7 @@ def _current_rate(job) -> tuple[Decimal, dict]:
     try:
         rate = gpu_rate(gpu=gpu_type_get(job.gpu_type), gpu_id=job.gpu_type, cloud_type=job.cloud_type,
                         spot=job.spot, bid_per_gpu=job.bid_per_gpu, provider=job.provider)
-        per_hour = rate.per_hour
+        per_hour = rate.per_hour * max(1, job.gpu_count)  # catalog prices are per GPU
     except EstimateError:
         # Never bill nothing silently: the metering goes on at 0 and says why in the log.
         logger.error("job %s: GPU type %r has no price; its pod is metered at $0/h until one is set",

@@ -181,3 +181,27 @@ def test_template_crud(client_as, organization):
     assert eng.get("/api/v1/templates/").json()["count"] == 1
     assert eng.delete(f"/api/v1/templates/{tid}/").status_code == 204
     assert not JobTemplate.objects.exists()
+
+
+def test_multi_gpu_job_reaches_the_pod_request_and_the_spec(client_as, organization):
+    from training.services.jobs import job_spec_build
+    from training.services.pods import _pod_request
+
+    eng = client_as("eng", organization)
+    dataset = make_dataset(organization)
+    for bad in (0, 9, "two", 1.5):
+        refused = eng.post("/api/v1/jobs/", {"dataset": str(dataset.pk), "gpu_count": bad}, format="json")
+        assert refused.status_code == 400, (bad, refused.json())
+        assert "gpu_count" in str(refused.json()), refused.json()
+    assert TrainingJob.objects.count() == 0
+    created = eng.post("/api/v1/jobs/", {"dataset": str(dataset.pk), "gpu_count": 4}, format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["gpu_count"] == 4
+    job = TrainingJob.objects.get(pk=created.json()["id"])
+    assert job_spec_build(job).gpu_count == 4
+    assert _pod_request(job).gpu_count == 4  # RunPod's gpuCount
+    retried = eng.post(f"/api/v1/jobs/{job.pk}/cancel/")
+    assert retried.status_code == 200
+    again = eng.post(f"/api/v1/jobs/{job.pk}/retry/", {}, format="json")
+    assert again.status_code in (200, 201), again.json()
+    assert TrainingJob.objects.get(pk=again.json()["id"]).gpu_count == 4

@@ -146,3 +146,18 @@ def test_estimate_api(api_client, make_user, organization, other_organization, d
     stranger = make_user("mallory", other_organization)
     api_client.force_authenticate(stranger)
     assert api_client.post("/api/v1/estimates/", body, format="json").status_code == 404
+
+
+def test_several_gpus_cost_per_gpu_and_scale_throughput_with_a_stated_efficiency(config):
+    one = estimate(config)
+    four = estimate(with_changes(config, gpu_count=4))
+    assert four.rate_per_hour == 4 * one.rate_per_hour  # the catalog's price is per GPU
+    # 70B on 4 GPUs is sharded (FSDP): throughput x 4 x 0.75
+    assert four.tokens_per_s == pytest.approx(one.tokens_per_s * 4 * tables.MULTI_GPU_EFFICIENCY["fsdp"])
+    assert four.breakdown["training_s"] == pytest.approx(one.breakdown["training_s"] / (4 * 0.75))
+    assert four.duration_s.point < one.duration_s.point
+    assert four.cost.point > one.cost.point  # scaling is not free
+    assert any("4 GPUs (FSDP)" in a and "assumption" in a for a in four.assumptions)
+    small = with_changes(config, base_model=LLAMA_8B)
+    two = estimate(with_changes(small, gpu_count=2))
+    assert two.tokens_per_s == pytest.approx(estimate(small).tokens_per_s * 2 * tables.MULTI_GPU_EFFICIENCY["ddp"])

@@ -107,3 +107,39 @@ def test_two_ranks_equal_one_process_and_resume_exactly(spec_factory, tmp_path):
     assert sorted(after) == [s for s in sorted(ddp) if s > k]
     for step, loss in after.items():
         assert abs(loss - ddp[step]) <= 1e-5 * max(1.0, abs(loss)), (step, loss, ddp[step])
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_reaches_every_rank_and_saves_a_checkpoint(spec_factory, tmp_path):
+    """A spot interruption: RunPod signals the pod's first process, which is the launcher."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from gw_brightrun import REPO
+
+    spec = spec_factory(hp=HP, checkpoint_every=100, output_uri=(tmp_path / "out").as_uri(), gpu_count=2,
+                        test_hooks={"sleep_per_step_s": 1.5})
+    env = dict(os.environ, BRIGHTRUN_JOB_SPEC=spec.to_env_value(), BRIGHTRUN_LOG_LEVEL="WARNING",
+               BRIGHTRUN_ALLOW_TEST_HOOKS="1", PYTHONPATH=str(REPO))
+    work = tmp_path / "w"
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_worker", "run", "--work-dir", str(work)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    events_file = work / "rank-0" / "events.jsonl"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if events_file.exists() and '"type":"metrics"' in events_file.read_text():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
+    events = events_of(work / "rank-0")
+    last = events[-1]
+    assert last["type"] == "interrupted" and last["data"]["reason"] == "sigterm", last
+    step = last["data"]["checkpoint_step"]
+    assert step >= 1 and step == max(_losses(events))  # a checkpoint at the step where it stopped
+    assert (tmp_path / "out" / "checkpoints" / f"step-{step}" / "COMPLETE").is_file()

@@ -38,6 +38,8 @@ class TrainingJob(models.Model):
     cloud_type = models.CharField(max_length=10, choices=CloudType.choices, default=CloudType.SECURE)
     spot = models.BooleanField(default=False)
     bid_per_gpu = models.DecimalField(max_digits=8, decimal_places=4, null=True, blank=True)
+    gpu_count = models.PositiveSmallIntegerField(
+        default=1, help_text="GPUs on the pod (RunPod gpuCount); several run DDP or FSDP, see docs/gpu-worker.md")
 
     status = models.CharField(max_length=20, choices=states.CHOICES, default=states.QUEUED, db_index=True)
     stage = models.CharField(max_length=20, blank=True, help_text="last stage the pod reported")

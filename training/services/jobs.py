@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 BUDGET_STOP = "budget_cap"
+MAX_GPUS_PER_POD = 8  # RunPod's largest pods
 
 
 class JobConfigError(DomainError):
@@ -89,6 +90,7 @@ def job_create(
     cloud_type: str = "SECURE",
     spot: bool = False,
     bid_per_gpu=None,
+    gpu_count: int = 1,
     provider: str | None = None,
     client: str = "",
     name: str = "",
@@ -105,6 +107,9 @@ def job_create(
     hp = job_config_resolve(preset=preset, overrides=overrides or {}, base_model=base_model)
     if spot and bid_per_gpu is not None and float(bid_per_gpu) <= 0:
         raise JobConfigError("bid_per_gpu must be > 0 for a spot pod", detail={"field": "bid_per_gpu"})
+    if not isinstance(gpu_count, int) or isinstance(gpu_count, bool) or not 1 <= gpu_count <= MAX_GPUS_PER_POD:
+        raise JobConfigError(f"gpu_count must be a whole number from 1 to {MAX_GPUS_PER_POD} (GPUs on one pod), "
+                             f"not {gpu_count!r}", detail={"field": "gpu_count"})
     if test_hooks and not settings.ALLOW_TEST_HOOKS:
         raise JobConfigError("test hooks are disabled on this server (ALLOW_TEST_HOOKS)")
     job = TrainingJob.objects.create(
@@ -122,6 +127,7 @@ def job_create(
         cloud_type=cloud_type,
         spot=spot,
         bid_per_gpu=bid_per_gpu,
+        gpu_count=gpu_count,
         notes=notes,
         parent=parent,
         test_hooks=test_hooks or {},
@@ -314,8 +320,8 @@ def job_retry(*, job_id, created_by=None, apply_fix: bool = False, resume: bool 
     job = job_create(
         organization=old.organization, dataset=old.dataset, created_by=created_by or old.created_by,
         preset=old.preset, overrides=overrides, base_model=old.base_model, gpu_type=old.gpu_type,
-        cloud_type=old.cloud_type, spot=old.spot, bid_per_gpu=old.bid_per_gpu, provider=old.provider,
-        client=old.client, name=f"{old.name} (retry)", parent=old, test_hooks=old.test_hooks, start=False,
+        cloud_type=old.cloud_type, spot=old.spot, bid_per_gpu=old.bid_per_gpu, gpu_count=old.gpu_count,
+        provider=old.provider, client=old.client, name=f"{old.name} (retry)", parent=old, test_hooks=old.test_hooks, start=False,
     )
     if resume:
         checkpoint = old.checkpoints.filter(complete=True).order_by("-step").first()
@@ -360,6 +366,7 @@ def job_spec_build(job: TrainingJob) -> JobSpec:
         hf_token=settings.HF_TOKEN,
         resume_from=grant["resume_from"],
         checkpoint_every=settings.CHECKPOINT_EVERY_STEPS,
+        gpu_count=job.gpu_count,
         eval_max_replies=settings.POD_EVAL_MAX_REPLIES,
         eval_max_new_tokens=settings.POD_EVAL_MAX_NEW_TOKENS,
         eval_max_emotion_items=settings.POD_EVAL_MAX_EMOTION_ITEMS,

@@ -57,6 +57,7 @@ def _pod_request(job: TrainingJob) -> PodRequest:
         cloud_type=job.cloud_type,
         spot=job.spot,
         bid_per_gpu=float(job.bid_per_gpu) if job.bid_per_gpu is not None else None,
+        gpu_count=job.gpu_count,
         image=settings.RUNPOD_IMAGE,
     )
 
