@@ -82,10 +82,12 @@ def chunked_ce_sum(lm_head, hidden, labels, *, chunk_tokens: int = DEFAULT_CHUNK
     return total
 
 
-def _liger_ce_sum(lm_head, hidden, labels):
+def _liger_ce_sum(lm_head, hidden, labels, softcap=None):
+    import torch
     from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
 
-    loss = LigerFusedLinearCrossEntropyLoss(reduction="sum")
+    # accum_dtype float32: the bf16 kernel accumulates the gradient in float32, as the other paths do.
+    loss = LigerFusedLinearCrossEntropyLoss(reduction="sum", softcap=softcap, accum_dtype=torch.float32)
     return loss(lm_head.weight, hidden, labels, getattr(lm_head, "bias", None)).float()
 
 
@@ -117,7 +119,7 @@ def loss_sum(model, tensors: dict[str, Any], keep, *, impl: str = "plain",
     ).last_hidden_state[0][keep]
     lm_head = causal.get_output_embeddings()
     if impl == "liger":
-        return _liger_ce_sum(lm_head, hidden, labels[keep])
+        return _liger_ce_sum(lm_head, hidden, labels[keep], softcap=_softcap(model))
     if impl == "chunked":
         return chunked_ce_sum(lm_head, hidden, labels[keep], chunk_tokens=chunk_tokens, softcap=_softcap(model))
     raise ValueError(f"unknown loss implementation {impl!r}")
