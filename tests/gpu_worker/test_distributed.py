@@ -143,3 +143,21 @@ def test_sigterm_to_the_launcher_reaches_every_rank_and_saves_a_checkpoint(spec_
     step = last["data"]["checkpoint_step"]
     assert step >= 1 and step == max(_losses(events))  # a checkpoint at the step where it stopped
     assert (tmp_path / "out" / "checkpoints" / f"step-{step}" / "COMPLETE").is_file()
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_dry_run_prints_its_plan_and_runs_the_toy_size():
+    import json
+    import subprocess
+    import sys
+
+    from gw_brightrun import REPO
+
+    out = subprocess.run([sys.executable, "benchmarks/gpu/qlora_throughput.py", "--dry-run", "--loss", "all",
+                          "--steps", "1", "--warmup", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "arch=8b loss=plain gpus=1 parallel=none" in out.stdout
+    assert "arch=70b (4 of 80 layers) loss=chunked" in out.stdout
+    results = json.loads("[" + out.stdout[out.stdout.index("{"):].replace("}\n{", "},\n{") + "]")
+    assert [r["loss"] for r in results] == ["plain", "chunked"]
+    assert all(r["tokens_per_s"] > 0 for r in results)
