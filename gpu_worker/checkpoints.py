@@ -34,6 +34,10 @@ class TrainerState:
     first_loss: float | None = None
     job_id: str = ""
     attempt: int = 0
+    # Early stopping's memory, so a resumed run counts patience on (absent in older checkpoints).
+    best_valid_loss: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainerState":

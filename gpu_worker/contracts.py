@@ -66,6 +66,14 @@ class Hyperparameters:
     gradient_accumulation_steps: int = 4
     max_seq_len: int = 4096
     seed: int = 42
+    # Validation loss during training (on the validation split, token-weighted over assistant
+    # tokens): every `eval_every_steps` optimizer steps; 0 = at every checkpoint and at the end.
+    eval_every_steps: int = 0
+    # Early stopping on the validation loss: stop after `early_stopping_patience` evaluations
+    # without an improvement of at least `early_stopping_min_delta`, keeping the best adapter.
+    # 0 = off.
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Hyperparameters":

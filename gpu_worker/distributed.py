@@ -73,6 +73,16 @@ def rank_share(items: list, dist: Dist) -> list:
     return items[dist.rank::dist.world_size] if dist.enabled else list(items)
 
 
+def rank_share_padded(items: list, dist: Dist) -> list:
+    """This rank's share, padded with None to the largest share, so every rank makes the same
+    number of forward passes (FSDP gathers weights in each: a missing pass would hang the others)."""
+    if not dist.enabled:
+        return list(items)
+    per_rank = -(-len(items) // dist.world_size)
+    mine = rank_share(items, dist)
+    return mine + [None] * (per_rank - len(mine))
+
+
 def init_process_group(dist: Dist, device_type: str) -> None:
     import torch
     import torch.distributed as td

@@ -52,16 +52,26 @@ def _softcap(model) -> float | None:
 
 
 def _slice_ce_sum(lm_head, hidden, labels, softcap):
+    return _slice_ce_sum_correct(lm_head, hidden, labels, softcap)[0]
+
+
+def _slice_ce_sum_correct(lm_head, hidden, labels, softcap):
+    """Summed cross-entropy of one slice and how many of its tokens the model predicts (argmax)."""
+    import torch
     import torch.nn.functional as F
 
     logits = lm_head(hidden).float()  # the loss is always summed in float32
     if softcap:
         logits = softcap * (logits / softcap).tanh()
-    return F.cross_entropy(logits, labels, reduction="sum")
+    with torch.no_grad():
+        correct = (logits.argmax(-1) == labels).sum()
+    return F.cross_entropy(logits, labels, reduction="sum"), correct
 
 
-def chunked_ce_sum(lm_head, hidden, labels, *, chunk_tokens: int = DEFAULT_CHUNK_TOKENS, softcap=None):
-    """Sum of cross-entropy of `lm_head(hidden)` against `labels`, `chunk_tokens` rows at a time.
+def chunked_ce_sum(lm_head, hidden, labels, *, chunk_tokens: int = DEFAULT_CHUNK_TOKENS, softcap=None,
+                   count_correct: bool = False):
+    """Sum of cross-entropy of `lm_head(hidden)` against `labels`, `chunk_tokens` rows at a time
+    (and, with `count_correct`, the number of argmax hits as a second value).
 
     `hidden` is [n, d] (only the labelled positions), `labels` [n]. Each slice is checkpointed:
     its logits are freed after the forward and recomputed in the backward.
@@ -72,14 +82,17 @@ def chunked_ce_sum(lm_head, hidden, labels, *, chunk_tokens: int = DEFAULT_CHUNK
     if chunk_tokens < 1:
         raise ValueError("chunk_tokens must be at least 1")
     total = hidden.new_zeros((), dtype=torch.float32)
+    correct = torch.zeros((), dtype=torch.long, device=hidden.device)
     for start in range(0, hidden.shape[0], chunk_tokens):
         h = hidden[start:start + chunk_tokens]
         y = labels[start:start + chunk_tokens]
         if torch.is_grad_enabled() and h.requires_grad:
-            total = total + checkpoint(_slice_ce_sum, lm_head, h, y, softcap, use_reentrant=False)
+            s, c = checkpoint(_slice_ce_sum_correct, lm_head, h, y, softcap, use_reentrant=False)
         else:
-            total = total + _slice_ce_sum(lm_head, h, y, softcap)
-    return total
+            s, c = _slice_ce_sum_correct(lm_head, h, y, softcap)
+        total = total + s
+        correct = correct + c
+    return (total, correct) if count_correct else total
 
 
 def _liger_ce_sum(lm_head, hidden, labels, softcap=None):
@@ -92,8 +105,10 @@ def _liger_ce_sum(lm_head, hidden, labels, softcap=None):
 
 
 def loss_sum(model, tensors: dict[str, Any], keep, *, impl: str = "plain",
-             chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
-    """Summed cross-entropy over positions `keep` of one packed micro-batch (float32)."""
+             chunk_tokens: int = DEFAULT_CHUNK_TOKENS, count_correct: bool = False):
+    """Summed cross-entropy over positions `keep` of one packed micro-batch (float32); with
+    `count_correct`, (sum, tokens predicted right by argmax) — None for the fused kernel, which
+    never forms the logits."""
     import torch
     import torch.nn.functional as F
 
@@ -109,7 +124,11 @@ def loss_sum(model, tensors: dict[str, Any], keep, *, impl: str = "plain",
         logits = out.logits[0]
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
-        return F.cross_entropy(logits, labels[keep], reduction="sum")
+        total = F.cross_entropy(logits, labels[keep], reduction="sum")
+        if not count_correct:
+            return total
+        with torch.no_grad():
+            return total, (logits.argmax(-1) == labels[keep]).sum()
 
     causal = _causal_lm(model)
     body = causal.get_decoder()
@@ -119,23 +138,29 @@ def loss_sum(model, tensors: dict[str, Any], keep, *, impl: str = "plain",
     ).last_hidden_state[0][keep]
     lm_head = causal.get_output_embeddings()
     if impl == "liger":
-        return _liger_ce_sum(lm_head, hidden, labels[keep], softcap=_softcap(model))
+        total = _liger_ce_sum(lm_head, hidden, labels[keep], softcap=_softcap(model))
+        return (total, None) if count_correct else total
     if impl == "chunked":
-        return chunked_ce_sum(lm_head, hidden, labels[keep], chunk_tokens=chunk_tokens, softcap=_softcap(model))
+        return chunked_ce_sum(lm_head, hidden, labels[keep], chunk_tokens=chunk_tokens, softcap=_softcap(model),
+                              count_correct=count_correct)
     raise ValueError(f"unknown loss implementation {impl!r}")
 
 
 def loss_module(model, *, impl: str, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
-    """An nn.Module whose forward(input_ids, position_ids, labels, keep) returns the summed loss."""
+    """An nn.Module whose forward(input_ids, position_ids, labels, keep) returns the summed loss
+    and the number of tokens predicted right (None under the fused kernel)."""
     import torch
 
     class LossModule(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
+            self.impl = impl
 
         def forward(self, input_ids, position_ids, labels, keep):
             tensors = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
-            return loss_sum(self.model, tensors, keep, impl=impl, chunk_tokens=chunk_tokens)
+            # Evaluation never needs the fused kernel's memory saving more than its accuracy.
+            use = "chunked" if impl == "liger" and not torch.is_grad_enabled() else impl
+            return loss_sum(self.model, tensors, keep, impl=use, chunk_tokens=chunk_tokens, count_correct=True)
 
     return LossModule()

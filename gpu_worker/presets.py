@@ -136,6 +136,10 @@ def hyperparameter_errors(hp: Hyperparameters, model_max_context: int | None = N
             f"max_seq_len {hp.max_seq_len} exceeds the model's context of {model_max_context}"
         )
     need_int("seed", 0)
+    need_int("eval_every_steps", 0)
+    need_int("early_stopping_patience", 0)
+    if need_number("early_stopping_min_delta") and hp.early_stopping_min_delta < 0:
+        errors.append(f"early_stopping_min_delta must be >= 0 (got {hp.early_stopping_min_delta})")
     return errors
 
 

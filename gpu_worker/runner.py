@@ -316,7 +316,7 @@ class JobRun:
             emit=lambda t, d, step: self.events.emit(t, d, step=step), stop=self.stop,
             work_dir=self.work_dir, output_uri=spec.output_uri, checkpoint_every=spec.checkpoint_every,
             keep_checkpoints=spec.keep_checkpoints, hooks=self.hooks, job_id=spec.job_id, attempt=spec.attempt,
-            loss_fn=loss_fn, dist=dist,
+            loss_fn=loss_fn, dist=dist, val_batches=val_batches,
         )
         trainer.optimizer = optimizer
         trainer.scheduler = modeling.make_scheduler(optimizer, hp, trainer.total_steps)
@@ -335,6 +335,15 @@ class JobRun:
             checkpoints.restore_rng(rng)  # last, so nothing between here and step k+1 draws from it
         train_started = time.time()
         outcome = trainer.train()
+        if outcome == "early_stopped" and dist.is_main:
+            es = trainer.early_stopped
+            self.emit(EVENT_LOG, {
+                "level": "info", "stage": self.stage, "early_stopping": es,
+                "message": (f"early stopping at step {es['step']}: the validation loss did not improve by "
+                            f"{es['min_delta']:g} for {es['patience']} evaluations; "
+                            + (f"the adapter is the one of step {es['best_step']} (valid_loss {es['best_valid_loss']:.4f})"
+                               if es["restored"] else "the adapter is the final one")),
+            })
         # A stop that arrived during the last step is agreed by every rank here, while they are all
         # still present for the checkpoint's collectives.
         if outcome == "stopped" or trainer.stop_requested():
@@ -387,8 +396,14 @@ class JobRun:
         self.check_stop()
 
         last = trainer.history[-1] if trainer.history else {}
+        evaluated = [h for h in trainer.history if h.get("valid_loss") is not None]
         return {
-            "final_metrics": {k: last.get(k) for k in ("step", "total_steps", "epoch", "loss", "learning_rate", "grad_norm")},
+            "final_metrics": {
+                **{k: last.get(k) for k in ("step", "total_steps", "epoch", "loss", "learning_rate", "grad_norm",
+                                            "train_mean_token_accuracy")},
+                # The last validation measured during training (it may be a few steps before the end).
+                **({k: evaluated[-1].get(k) for k in ("valid_loss", "valid_mean_token_accuracy")} if evaluated else {}),
+            },
             "eval": ev,
             "artifacts": {
                 "adapter_uri": adapter_uri,
@@ -404,6 +419,9 @@ class JobRun:
             "train_seconds": round(train_seconds, 2),
             "duration_s": round(time.time() - self.started, 2),
             "resumed_from": spec.resume_from,
+            "early_stopping": trainer.early_stopped,
+            "best_valid_loss": trainer.best_valid_loss,
+            "best_valid_step": trainer.best_step,
             "preprocessing": preprocessing,
             "device": plan.device,
             "quantized_4bit": plan.quantize_4bit,

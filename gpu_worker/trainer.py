@@ -62,6 +62,7 @@ class StepResult:
     tokens: int
     loss_tokens: int
     seconds: float
+    token_accuracy: float | None = None  # share of loss tokens the model predicted (argmax)
 
 
 @dataclass
@@ -85,6 +86,8 @@ class Trainer:
     # None: the plain path on `model` (benchmarks and tests that build a Trainer by hand).
     loss_fn: Any = None
     dist: _dist.Dist = _dist.SINGLE
+    # The validation split's micro-batches: evaluated during training (hp.eval_every_steps).
+    val_batches: list = field(default_factory=list)
 
     def __post_init__(self):
         self.steps_per_epoch = self.data.steps_per_epoch
@@ -98,6 +101,10 @@ class Trainer:
         self.train_tokens = 0
         self.train_seconds = 0.0
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.best_valid_loss: float | None = None
+        self.best_step: int | None = None
+        self.evals_without_improvement = 0
+        self.early_stopped: dict[str, Any] | None = None
         self._cuda = getattr(self.device, "type", str(self.device)) == "cuda"
         if self.loss_fn is None:
             self.loss_fn = _loss.loss_module(self.model, impl="plain")
@@ -110,6 +117,8 @@ class Trainer:
             steps_per_epoch=self.steps_per_epoch,
             rows_per_step=self.data.micro_batch_size * self.data.gradient_accumulation_steps,
             first_loss=self.first_loss, job_id=self.job_id, attempt=self.attempt,
+            best_valid_loss=self.best_valid_loss, best_step=self.best_step,
+            evals_without_improvement=self.evals_without_improvement,
         )
 
     def restore(self, state: checkpoints.TrainerState, resumed_uri: str) -> list[str]:
@@ -119,6 +128,8 @@ class Trainer:
             warnings.append("the checkpoint was written with another seed; the data order differs after resume")
         self.global_step = state.global_step
         self.first_loss = state.first_loss
+        self.best_valid_loss, self.best_step = state.best_valid_loss, state.best_step
+        self.evals_without_improvement = state.evals_without_improvement
         rows_per_step = self.data.micro_batch_size * self.data.gradient_accumulation_steps
         if state.rows_per_step == rows_per_step and state.steps_per_epoch == self.steps_per_epoch:
             self.epoch, self.step_in_epoch = state.epoch, state.step_in_epoch
@@ -150,21 +161,23 @@ class Trainer:
         # Token-weighted over the whole optimizer step, whatever the split into micro-batches and
         # ranks: every rank knows every micro-batch's loss-token count (same data, same order).
         n_loss = sum(b.loss_tokens for b in batches)
-        mine = _dist.rank_share(batches, self.dist)
+        mine = _dist.rank_share_padded(batches, self.dist)
         # DDP averages gradients over ranks; scaling by world_size turns that into the sum.
         scale = self.dist.world_size / n_loss
         total = torch.zeros((), dtype=torch.float32, device=self.device)
-        if not mine:
-            # Fewer micro-batches than ranks (the last step of an epoch): join the all-reduce
-            # with a zero-weight pass so no rank waits for another.
-            s = self._micro_loss(batches[0])
-            (s * 0.0).backward()
+        correct = torch.zeros((), dtype=torch.float32, device=self.device)
         for i, b in enumerate(mine):
             with _dist.no_sync(self.loss_fn, last=i == len(mine) - 1):
-                s = self._micro_loss(b)
-                (s * scale).backward()
-            total = total + s.detach()
-        loss = float(_dist.all_sum(total, self.dist)) / n_loss
+                # None: this rank has fewer micro-batches than another (a short last step): a
+                # zero-weight pass keeps every rank in the same collectives.
+                s, c = self._micro_loss(b if b is not None else batches[0])
+                ((s * scale) if b is not None else (s * 0.0)).backward()
+            if b is not None:
+                total = total + s.detach()
+                correct = correct + (c.float() if c is not None else float("nan"))
+        sums = _dist.all_sum(torch.stack([total, correct]), self.dist)
+        loss = float(sums[0]) / n_loss
+        accuracy = float(sums[1]) / n_loss if math.isfinite(float(sums[1])) else None
         step = self.global_step + 1
         if self.hooks.get("nan_at_step") == step:
             loss = float("nan")
@@ -184,12 +197,57 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
-        return StepResult(loss, grad_norm, lr, sum(b.tokens for b in batches), n_loss, seconds)
+        return StepResult(loss, grad_norm, lr, sum(b.tokens for b in batches), n_loss, seconds, accuracy)
 
     def _micro_loss(self, batch: MicroBatch):
         t = batch.tensors(self.device)
         keep = (t["labels"][0] != IGNORE).nonzero().view(-1)
         return self.loss_fn(t["input_ids"], t["position_ids"], t["labels"], keep)
+
+    def evaluate_validation(self) -> dict[str, Any]:
+        """Validation loss and token accuracy over the whole validation split, token-weighted over
+        its assistant tokens (a collective on several ranks: every rank runs it)."""
+        import torch
+
+        self.model.eval()
+        total = torch.zeros((), dtype=torch.float32, device=self.device)
+        correct = torch.zeros((), dtype=torch.float32, device=self.device)
+        tokens = torch.zeros((), dtype=torch.float32, device=self.device)
+        try:
+            with torch.no_grad():
+                for b in _dist.rank_share_padded(self.val_batches, self.dist):
+                    s, c = self._micro_loss(b if b is not None else self.val_batches[0])
+                    if b is not None:
+                        total += s
+                        correct += c.float() if c is not None else float("nan")
+                        tokens += b.loss_tokens
+        finally:
+            self.model.train()
+        sums = _dist.all_sum(torch.stack([total, correct, tokens]), self.dist)
+        n = float(sums[2])
+        accuracy = float(sums[1]) / n if n and math.isfinite(float(sums[1])) else None
+        return {"valid_loss": float(sums[0]) / n if n else None, "valid_mean_token_accuracy": accuracy,
+                "valid_tokens": int(n)}
+
+    def _evaluation_due(self, epoch_end: bool) -> bool:
+        if not self.val_batches:
+            return False
+        if self.global_step >= self.total_steps:
+            return True
+        every = int(getattr(self.hp, "eval_every_steps", 0) or 0)
+        if every:
+            return self.global_step % every == 0
+        return self.global_step % self.checkpoint_every == 0 or epoch_end
+
+    def _early_stopping(self, valid_loss: float) -> bool:
+        """Record one evaluation; True when training should stop (patience exhausted)."""
+        min_delta = float(getattr(self.hp, "early_stopping_min_delta", 0.0) or 0.0)
+        if self.best_valid_loss is None or valid_loss < self.best_valid_loss - min_delta:
+            self.best_valid_loss, self.best_step, self.evals_without_improvement = valid_loss, self.global_step, 0
+            return False
+        self.evals_without_improvement += 1
+        patience = int(getattr(self.hp, "early_stopping_patience", 0) or 0)
+        return bool(patience) and self.evals_without_improvement >= patience
 
     def stop_requested(self) -> bool:
         """The stop flag agreed by every rank (a collective on several ranks: call it on all)."""
@@ -197,7 +255,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def train(self) -> str:
-        """Run to the end ('done') or to a requested stop ('stopped', after a checkpoint)."""
+        """Run to the end ('done'), to a requested stop ('stopped', after a checkpoint) or until the
+        validation loss stops improving ('early_stopped', with the best adapter restored)."""
         import torch
 
         while self.global_step < self.total_steps:
@@ -226,6 +285,14 @@ class Trainer:
                 "tokens_per_s": round(r.tokens / r.seconds, 1) if r.seconds else None,
                 "eta_s": round(self.train_seconds / self.global_step * (self.total_steps - self.global_step), 1),
             }
+            if r.token_accuracy is not None:
+                metrics["train_mean_token_accuracy"] = round(r.token_accuracy, 6)
+            stop_early = False
+            if self._evaluation_due(epoch_end):
+                valid = self.evaluate_validation()
+                metrics.update({k: v for k, v in valid.items() if v is not None})
+                if valid["valid_loss"] is not None:
+                    stop_early = self._early_stopping(valid["valid_loss"])
             if self._cuda:
                 metrics["gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
             self.history.append(metrics)
@@ -236,9 +303,30 @@ class Trainer:
             if self.hooks.get("sleep_per_step_s"):
                 time.sleep(float(self.hooks["sleep_per_step_s"]))
 
+            best_now = self.best_step == self.global_step and metrics.get("valid_loss") is not None
             if self.global_step % self.checkpoint_every == 0 or epoch_end:
-                self.save_checkpoint()
+                self.save_checkpoint(valid_loss=metrics.get("valid_loss"))
+            elif best_now and self.hp.early_stopping_patience:
+                # Early stopping returns to the best weights: they must exist as a checkpoint.
+                self.save_checkpoint(valid_loss=metrics["valid_loss"])
+            if stop_early:
+                self.ensure_checkpoint()
+                self._restore_best()
+                return "early_stopped"
         return "done"
+
+    def _restore_best(self) -> None:
+        """Put the best evaluation's adapter back into the model (rank 0 keeps it locally)."""
+        best = next((s for s in self.saved if s[0] == self.best_step), None)
+        self.early_stopped = {
+            "step": self.global_step, "best_step": self.best_step, "best_valid_loss": self.best_valid_loss,
+            "patience": self.hp.early_stopping_patience, "min_delta": self.hp.early_stopping_min_delta,
+            "restored": False,
+        }
+        if best is None or best[2] is None or _dist.is_fsdp(self.loss_fn):
+            return  # not on this rank (or sharded): the final weights stay, and the summary says so
+        checkpoints.load_adapter(best[2], self.model)
+        self.early_stopped["restored"] = True
 
     # ---------------------------------------------------------------- checkpoints
     def ensure_checkpoint(self) -> tuple[int, str] | None:
@@ -248,7 +336,7 @@ class Trainer:
             self.save_checkpoint()
         return self.last_checkpoint
 
-    def save_checkpoint(self) -> str:
+    def save_checkpoint(self, valid_loss: float | None = None) -> str:
         """Rank 0 writes the checkpoint (with every rank's RNG state); all ranks record it.
         A collective on several ranks: every rank calls it at the same step."""
         name = f"step-{self.global_step}"
@@ -269,7 +357,8 @@ class Trainer:
         if self.dist.is_main:
             self.emit(
                 EVENT_CHECKPOINT_SAVED,
-                {"step": self.global_step, "uri": uri, "bytes": size, "epoch": self.epoch},
+                {"step": self.global_step, "uri": uri, "bytes": size, "epoch": self.epoch,
+                 **({"valid_loss": valid_loss} if valid_loss is not None else {})},
                 step=self.global_step,
             )
             self._prune()
@@ -280,8 +369,13 @@ class Trainer:
     def _prune(self) -> None:
         keep = max(1, self.keep_checkpoints)
         ours = storage.join(self.output_uri, "checkpoints") + "/"
-        while len(self.saved) > keep:
-            step, uri, local = self.saved.pop(0)
+        # With early stopping on, the best evaluation's checkpoint is kept beyond `keep`: the run
+        # may return to it.
+        protected = self.best_step if self.hp.early_stopping_patience else None
+        held = int(any(s[0] == protected for s in self.saved))
+        while len([s for s in self.saved if s[0] != protected]) > max(1, keep - held):
+            index = next(i for i, s in enumerate(self.saved) if s[0] != protected)
+            step, uri, local = self.saved.pop(index)
             if local is not None:
                 shutil.rmtree(local, ignore_errors=True)
             if not uri.startswith(ours):  # resumed from another job's checkpoint: not ours to delete

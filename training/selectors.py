@@ -21,8 +21,9 @@ from training.models import Checkpoint, Dataset, JobEvent, JobTemplate, MetricPo
 from training.services.metric_rollups import BLOCK_SIZES, ROLLUP_KEYS, stats_from_points
 
 # Series the charts draw; the export has every key the pod reports.
-SERIES_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_s")
-EXPORT_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "epoch", "gpu_memory_mb", "eta_s", "total_steps")
+SERIES_KEYS = ("loss", "valid_loss", "learning_rate", "grad_norm", "tokens_per_s")
+EXPORT_KEYS = ("loss", "valid_loss", "learning_rate", "grad_norm", "tokens_per_s", "epoch", "gpu_memory_mb", "eta_s",
+               "total_steps", "train_mean_token_accuracy", "valid_mean_token_accuracy")
 
 JOB_ORDERINGS = {
     "created_at": ("created_at",), "-created_at": ("-created_at",),

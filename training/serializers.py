@@ -167,7 +167,7 @@ class MetricSeriesSerializer(serializers.Serializer):
 class CheckpointSerializer(serializers.ModelSerializer):
     class Meta:
         model = Checkpoint
-        fields = ["step", "attempt", "uri", "bytes", "complete", "epoch", "created_at"]
+        fields = ["step", "attempt", "uri", "bytes", "complete", "epoch", "valid_loss", "created_at"]
         read_only_fields = fields
 
 

@@ -24,7 +24,7 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin", "adapter_conf
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 NOT_ARTIFACT_FILES = ("manifest.json",)
 METRIC_COLUMNS = ("step", "attempt", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s",
-                  "gpu_memory_mb", "eta_s")
+                  "gpu_memory_mb", "eta_s", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
 
 def job_output_key(job) -> str:

@@ -10,6 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from tests.jobs.factories import make_running_job
+from training import states
 from training.models import MetricPoint
 from training.services.metric_rollups import metric_rollups_rebuild
 
@@ -92,3 +93,37 @@ def test_export_csv_and_json(client_as, organization, finished_job):
     assert body["job"]["id"] == str(finished_job.pk) and len(body["metrics"]) == 6
     assert body["evaluation"] == {"base_perplexity": 9.0, "adapted_perplexity": 7.0}
     assert eng.get(f"/api/v1/jobs/{finished_job.pk}/metrics/export/xml/").status_code == 404
+
+
+def test_validation_loss_reaches_points_series_checkpoints_and_export(client, client_as, organization):
+    from tests.jobs.factories import make_running_job, pod_event, signed_post
+    from training.models import Checkpoint, MetricPoint
+
+    job = make_running_job(organization, status=states.TRAINING)
+    from training.selectors import metric_series
+
+    events = [
+        pod_event(job, 1, "stage_changed", data={"stage": "training"}),
+        pod_event(job, 2, "metrics", step=1, data={"step": 1, "loss": 2.5, "train_mean_token_accuracy": 0.31}),
+        pod_event(job, 3, "metrics", step=2, data={"step": 2, "loss": 2.1, "valid_loss": 2.4,
+                                                   "valid_mean_token_accuracy": 0.35, "train_mean_token_accuracy": 0.4}),
+        pod_event(job, 4, "checkpoint_saved", step=2, data={"step": 2, "uri": "file:///x/step-2", "bytes": 10,
+                                                            "valid_loss": 2.4}),
+        pod_event(job, 5, "checkpoint_saved", step=3, data={"step": 3, "uri": "file:///x/step-3", "valid_loss": "NaN"}),
+    ]
+    for ev in events:
+        assert signed_post(client, ev, job.webhook_secret).status_code == 200
+    values = MetricPoint.objects.get(job=job, step=2).values
+    assert values["valid_loss"] == 2.4 and values["valid_mean_token_accuracy"] == 0.35
+    series = metric_series(job=job)["series"]
+    assert series["valid_loss"] == [[2, 2.4]] and [s for s, _ in series["loss"]] == [1, 2]
+    assert Checkpoint.objects.get(job=job, step=2).valid_loss == 2.4
+    assert Checkpoint.objects.get(job=job, step=3).valid_loss is None  # not a number: not stored as one
+    eng = client_as("eng-v", organization)
+    listed = eng.get(f"/api/v1/jobs/{job.pk}/checkpoints/").json()
+    rows = listed if isinstance(listed, list) else listed.get("results", listed)
+    assert {r["step"]: r["valid_loss"] for r in rows}[2] == 2.4
+    exported = eng.get(f"/api/v1/jobs/{job.pk}/metrics/export/csv/")
+    assert exported.status_code == 200, exported.content[:300]
+    text = b"".join(exported.streaming_content).decode() if hasattr(exported, "streaming_content") else exported.content.decode()
+    assert "valid_loss" in text.splitlines()[0] and "2.4" in text

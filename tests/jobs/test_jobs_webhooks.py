@@ -168,3 +168,4 @@ def test_body_must_match_header(job, client):
     response = signed_post(client, ev, job.webhook_secret, body=body,
                            headers=signing.sign_headers(job.webhook_secret, ev.event_id, body))
     assert response.status_code == 400
+

@@ -183,6 +183,7 @@ class Checkpoint(models.Model):
     bytes = models.BigIntegerField(default=0)
     complete = models.BooleanField(default=True)
     epoch = models.FloatField(null=True, blank=True)
+    valid_loss = models.FloatField(null=True, blank=True, help_text="validation loss measured at this step")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -28,7 +28,7 @@ from training.services.hot_sql import hot_cursor
 
 # The chart series (training.selectors.SERIES_KEYS). Other keys are rarely charted and are
 # downsampled from the points themselves, with the same rule.
-ROLLUP_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_s")
+ROLLUP_KEYS = ("loss", "valid_loss", "learning_rate", "grad_norm", "tokens_per_s")
 BLOCK_SIZES = (16, 64, 256, 1024, 4096)
 FANOUT = 4
 UPSERT_BATCH = 500  # rows per INSERT: well under either database's limit on parameters

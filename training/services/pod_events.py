@@ -9,6 +9,7 @@ import contextlib
 import copy
 import json
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
 from typing import Any, Callable
@@ -30,7 +31,8 @@ from training.services.webhook_secrets import late_window_open
 
 logger = logging.getLogger(__name__)
 
-METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "epoch", "gpu_memory_mb", "eta_s", "total_steps")
+METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "epoch", "gpu_memory_mb", "eta_s", "total_steps",
+               "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,19 @@ def _on_checkpoint_saved(job: TrainingJob, event: PodEvent, live: list) -> None:
     Checkpoint.objects.update_or_create(
         job=job, step=step,
         defaults={"uri": event.data.get("uri", ""), "bytes": int(event.data.get("bytes") or 0), "complete": True,
-                  "attempt": event.attempt, "epoch": event.data.get("epoch")},
+                  "attempt": event.attempt, "epoch": event.data.get("epoch"),
+                  "valid_loss": _finite_or_none(event.data.get("valid_loss"))},
     )
-    live.append({"kind": "checkpoint", "step": step, "uri": event.data.get("uri", "")})
+    live.append({"kind": "checkpoint", "step": step, "uri": event.data.get("uri", ""),
+                 "valid_loss": _finite_or_none(event.data.get("valid_loss"))})
+
+
+def _finite_or_none(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _on_log(job: TrainingJob, event: PodEvent, live: list) -> None:

@@ -5,29 +5,42 @@
   const $ = (id) => document.getElementById(id);
   const STAGES = Array.from(document.querySelectorAll("#stages li")).map((li) => li.dataset.stage);
   const TERMINAL = ["completed", "failed", "cancelled"];
-  const series = {loss: new Map(), learning_rate: new Map()};
+  const series = {loss: new Map(), valid_loss: new Map(), learning_rate: new Map()};
   const charts = {};
   let status = null;
 
   const fmt = (v) => (v === null || v === undefined ? "--" : Math.abs(v) < 1e-2 && v !== 0 ? v.toExponential(1) : +v.toFixed(4));
-  function makeChart(el, label, stroke) {
+  // One chart per element; `lines` are [series key, label, colour]. The loss chart carries the
+  // validation loss too (measured every few steps: drawn as points joined across the gaps).
+  const CHARTS = {
+    loss: {el: "chart-loss", lines: [["loss", "train loss", "#c2410c"], ["valid_loss", "validation loss", "#047857"]]},
+    learning_rate: {el: "chart-lr", lines: [["learning_rate", "learning rate", "#2563eb"]]},
+  };
+  const chartOf = {loss: "loss", valid_loss: "loss", learning_rate: "learning_rate"};
+  function makeChart(el, lines) {
     const width = Math.max(280, el.clientWidth || 480);
     return new uPlot({
       width, height: 240,
       scales: {x: {time: false}},
       axes: [{label: "step"}, {size: 70, values: (u, vals) => vals.map(fmt)}],
-      series: [{label: "step"}, {label, stroke, width: 2, points: {show: false}, value: (u, v) => fmt(v)}],
-    }, [[], []], el);
+      series: [{label: "step"}, ...lines.map(([key, label, stroke]) => ({
+        label, stroke, width: 2, spanGaps: true, points: {show: key === "valid_loss"}, value: (u, v) => fmt(v),
+      }))],
+    }, [[], ...lines.map(() => [])], el);
   }
-  charts.loss = makeChart($("chart-loss"), "loss", "#c2410c");
-  charts.learning_rate = makeChart($("chart-lr"), "learning rate", "#2563eb");
+  for (const [name, c] of Object.entries(CHARTS)) charts[name] = makeChart($(c.el), c.lines);
 
   function redraw(key) {
-    const steps = Array.from(series[key].keys()).sort((a, b) => a - b);
-    charts[key].setData([steps, steps.map((s) => series[key].get(s))]);
-    const el = key === "loss" ? $("chart-loss") : $("chart-lr");
-    el.dataset.points = String(steps.length);
+    const name = chartOf[key];
+    const keys = CHARTS[name].lines.map((l) => l[0]);
+    const stepSet = new Set();
+    keys.forEach((k) => series[k].forEach((v, s) => stepSet.add(s)));
+    const steps = Array.from(stepSet).sort((a, b) => a - b);
+    charts[name].setData([steps, ...keys.map((k) => steps.map((s) => (series[k].has(s) ? series[k].get(s) : null)))]);
+    const el = $(CHARTS[name].el);
+    el.dataset.points = String(series[keys[0]].size);
     el.dataset.lastStep = steps.length ? String(steps[steps.length - 1]) : "";
+    if (name === "loss") el.dataset.validPoints = String(series.valid_loss.size);
   }
 
   function setProgress(p) {
