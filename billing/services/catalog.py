@@ -19,9 +19,18 @@ logger = logging.getLogger(__name__)
 ZERO_RATE = Decimal("0")
 
 
+def local_rate() -> Decimal:
+    """$/h of a local pod (LOCAL_POD_RATE_PER_HOUR; 0: free)."""
+    return to_decimal(getattr(settings, "LOCAL_POD_RATE_PER_HOUR", 0) or 0)
+
+
 def free_providers() -> set[str]:
-    """Providers that rent nothing (the local subprocess runs on this machine)."""
-    return set(getattr(settings, "BILLING_FREE_PROVIDERS", ["local"]))
+    """Providers that rent nothing (the local subprocess runs on this machine), unless local pods
+    are priced (LOCAL_POD_RATE_PER_HOUR)."""
+    free = set(getattr(settings, "BILLING_FREE_PROVIDERS", ["local"]))
+    if local_rate() > 0:
+        free.discard("local")
+    return free
 
 
 def gpu_type_get(gpu_id: str) -> GpuType | None:
@@ -47,6 +56,9 @@ def gpu_rate(*, gpu: GpuType | None, gpu_id: str, cloud_type: str, spot: bool, b
     A price the catalog lacks falls back to the secure on-demand price, the highest, and says so."""
     if provider in free_providers():
         return Rate(ZERO_RATE, (f"provider {provider!r} runs on this machine: no GPU is rented ($0/h)",))
+    if provider == "local":
+        rate = local_rate()
+        return Rate(rate, (f"local pod priced at {rate_text(rate)} (LOCAL_POD_RATE_PER_HOUR)",))
     if gpu is None:
         raise EstimateError(
             f"GPU type {gpu_id!r} has no price in the catalog",

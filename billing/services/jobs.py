@@ -28,7 +28,7 @@ from billing.models import JobCost, ThroughputSample
 from billing.services.budgets import budget_admit, budgets_for, reservation_for
 from billing.services.calibration import calibration_recompute
 from billing.services.estimates import _quantization, config_from_job, estimate
-from billing.services.metering import broadcast_cost, meter, month_of
+from billing.services.metering import POD_EVENT_TYPES, broadcast_cost, job_cost_meter, meter, month_of
 from training import states
 
 logger = logging.getLogger(__name__)
@@ -115,12 +115,13 @@ def job_cost_update(*, job, status_changed: bool = True) -> None:
     broadcast_cost(cost)
 
 
-def job_settle(*, job_id) -> None:
+def job_settle(*, job_id, now=None) -> None:
     """Called on commit after a job reached a terminal state: true up its reservation and cost.
-    Idempotent: a second call finds it settled and does nothing."""
+    Idempotent: a second call finds it settled and does nothing. A job whose pod is not yet
+    confirmed gone is metered, not settled (see below)."""
     from training.models import TrainingJob  # noqa: PLC0415
 
-    now = timezone.now()
+    now = now or timezone.now()
     with transaction.atomic():
         job = TrainingJob.objects.select_related("dataset").filter(pk=job_id).first()
         if job is None or not states.is_terminal(job.status):
@@ -131,7 +132,21 @@ def job_settle(*, job_id) -> None:
             cost = JobCost.objects.select_for_update().get(job_id=job_id)
         if cost.settled_at is not None:
             return
-        meter(job, cost, job.finished_at or now)
+        pod_mode = job.events.filter(type__in=POD_EVENT_TYPES).exists()
+        meter(job, cost, now if pod_mode else (job.finished_at or now))
+        if any(seg.get("open") for seg in cost.segments):
+            # A pod bills until the provider confirms it gone: the job is settled then (the
+            # pod_gone signal, or the enforcer's next pass). One that is never confirmed is
+            # settled after BILLING_POD_GONE_WAIT_S, billed up to then.
+            waited = (now - job.finished_at).total_seconds() if job.finished_at else 0.0
+            if waited < getattr(settings, "BILLING_POD_GONE_WAIT_S", 900):
+                cost.save()
+                broadcast_cost(cost)
+                return
+            logger.warning("job %s ended %.0f s ago and its pod is still not confirmed gone; settled with the "
+                           "pod billed up to now", job_id, waited)
+            for seg in cost.segments:
+                seg["open"] = False
         cost.reserved = Decimal("0")
         cost.rate_per_hour = Decimal("0")
         cost.settled_at = now
@@ -182,3 +197,14 @@ def throughput_sample_record(*, job, cost: JobCost) -> ThroughputSample | None:
     )
     calibration_recompute(gpu_type=sample.gpu_type, size_class=sample.size_class, quantization=sample.quantization)
     return sample
+
+
+def on_pod_gone(sender=None, *, job_id, pod_id="", **kwargs) -> None:
+    """Receiver of training.signals.pod_gone (sent on commit): close the pod's segment now, and
+    settle the job when it has ended."""
+    try:
+        job_settle(job_id=job_id)
+        if not JobCost.objects.filter(job_id=job_id, settled_at__isnull=False).exists():
+            job_cost_meter(job_id=job_id)
+    except Exception:  # noqa: BLE001 - the enforcer's next pass meters and settles anyway
+        logger.exception("metering job %s after its pod %s was gone failed", job_id, pod_id)

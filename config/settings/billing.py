@@ -9,3 +9,5 @@ BILLING_STOP_ALLOWANCE_S = env_int("BILLING_STOP_ALLOWANCE_S", 120)
 BILLING_FREE_PROVIDERS = env_list("BILLING_FREE_PROVIDERS", ["local"])
 # Default alert thresholds (percent of the monthly limit) for new budgets.
 BILLING_DEFAULT_THRESHOLDS = [int(t) for t in env_list("BILLING_DEFAULT_THRESHOLDS", ["80", "95"])]
+# A finished job whose pod the provider has not confirmed gone is settled after this long anyway.
+BILLING_POD_GONE_WAIT_S = env_int("BILLING_POD_GONE_WAIT_S", 900)

@@ -62,6 +62,10 @@ class PodInfo:
     spot: bool = False
     exit_code: int | None = None
     started_at: float | None = None  # unix seconds, when the provider says the pod started
+    # unix seconds, when the provider says the pod stopped (evicted, exited): it bills no more.
+    ended_at: float | None = None
+    # seconds the provider has billed this pod so far (RunPod's runtime.uptimeInSeconds)
+    uptime_s: float | None = None
     # True when the cloud stopped the pod (spot eviction, local `interrupt()`), not us.
     interrupted: bool = False
     # What the provider said about the pod's last change, for logs and the admin (free text).
