@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from billing import rules
 from billing.models import Budget, BudgetAlert, JobCost
+from billing.money import cents
 from billing.services.budgets import budget_numbers
 from billing.services.metering import month_of
 
@@ -74,9 +75,18 @@ def spend_by_job(*, organization, month: date, client: str | None = None) -> lis
             "spent": c.cost, "estimate": c.est_cost, "estimate_high": c.est_cost_high,
             "reserved": c.reserved if c.settled_at is None else ZERO, "running": c.running,
             "settled": c.settled_at is not None,
+            # What the provider said the pods cost at the last reconciliation (blank: never read).
+            "provider_cost": _provider_cost(c),
         }
         for c in rows
     ]
+
+
+def _provider_cost(cost: JobCost):
+    from billing.services.reconcile import provider_figure  # noqa: PLC0415
+
+    figure = provider_figure(cost.segments)
+    return cents(figure) if figure is not None else None
 
 
 def spend_total(*, organization, month: date) -> Decimal:
@@ -84,7 +94,7 @@ def spend_total(*, organization, month: date) -> Decimal:
 
 
 CSV_COLUMNS = ["job", "name", "status", "client", "user", "gpu_type", "cloud_type", "spot", "billable_s",
-               "spent", "estimate", "estimate_high", "reserved", "running", "settled"]
+               "spent", "provider_cost", "estimate", "estimate_high", "reserved", "running", "settled"]
 
 
 def spend_csv(*, organization, month: date) -> str:
@@ -94,7 +104,7 @@ def spend_csv(*, organization, month: date) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.2f}" if isinstance(v, Decimal) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.2f}" if isinstance(v, Decimal) else ("" if v is None else v)) for k, v in row.items()})
     total = sum((r["spent"] for r in rows), ZERO)
     writer.writerow({"job": "TOTAL", "spent": f"{total:.2f}"})
     return out.getvalue()

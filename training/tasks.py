@@ -42,7 +42,7 @@ def job_terminate(self, job_id: str):
 
 
 @shared_task(bind=True, max_retries=30)
-def pod_terminate(self, provider_name: str, pod_id: str, pod_name: str = ""):
+def pod_terminate(self, provider_name: str, pod_id: str):
     from training.providers import get_provider
 
     try:
@@ -50,7 +50,8 @@ def pod_terminate(self, provider_name: str, pod_id: str, pod_name: str = ""):
             raise pods.PodStillAlive(pod_id)
     except (pods.PodStillAlive, ProviderError) as exc:
         raise self.retry(exc=exc, countdown=min(60, 2 * 2 ** min(self.request.retries, 5)))
-    pods.pod_gone_record(pod_id=pod_id, pod_name=pod_name, how="terminated (superseded launch)")
+    # Billed to the job whose launch rented it (found by the pod id), until now.
+    pods.pod_gone_record(pod_id=pod_id, how="terminated (superseded launch)")
 
 
 @shared_task

@@ -197,13 +197,17 @@ def meter(job, cost: JobCost, now: datetime) -> JobCost:
                    "rate_per_hour": str(rate), "rate_source": source, "cost": str(exact), **what}
         if interval.get("pod_id"):
             segment["pod_id"] = interval["pod_id"]
+        if previous is not None and previous.get("provider"):
+            segment["provider"] = previous["provider"]  # the last reconciliation's reading
         segments.append(segment)
     cost.segments = segments
     cost.billable_s = seconds
     # One rounding per job: reports add these cents, so totals equal the sum of their parts.
     new_cost = cents(total)
-    # Never move a live cost backwards (a stale reader must not undo a newer reading).
-    cost.cost = max(new_cost, cost.cost) if cost.settled_at is None and open_rate else new_cost
+    # A stale reader (an older `now` than the last metering) must not undo a newer reading; a
+    # current one may lower the cost (the provider's rate or end time replaced an estimate).
+    stale = cost.metered_at is not None and now < cost.metered_at
+    cost.cost = max(new_cost, cost.cost) if cost.settled_at is None and open_rate and stale else new_cost
     cost.rate_per_hour = open_rate
     cost.metered_at = now
     return cost

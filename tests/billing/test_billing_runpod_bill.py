@@ -114,3 +114,33 @@ def test_an_evicted_spot_pod_stops_billing_at_the_providers_time(organization, d
     assert cost.segments[0]["open"] is False and cost.billable_s == 600
     assert cost.segments[0]["rate_per_hour"] == "1.6"
     assert 0.98 <= _ratio(job, runpod) <= 1.02
+
+
+def test_reconciliation_reads_the_providers_rate_and_uptime_and_records_the_difference(
+        organization, dataset, runpod, clock):
+    from billing.selectors import spend_by_job
+    from billing.services.metering import month_of
+    from billing.services.reconcile import costs_reconcile
+    from training.models import JobEvent
+
+    job = create_and_admit(organization, dataset, gpu_type=H100)
+    pods.job_launch(job_id=job.pk)
+    # The price read after the create failed: the segment is estimated at the catalog's $4.76/h.
+    JobEvent.objects.filter(job=job, type="pod_launched").update(
+        data={**JobEvent.objects.get(job=job, type="pod_launched").data, "cost_per_hr": None})
+    clock.advance(600)
+    assert job_cost_meter(job_id=job.pk, now=clock()).rate_per_hour == Decimal("4.76")
+    result = costs_reconcile(now=clock())
+    assert result.pods_checked == 1 and len(result.differences) == 1
+    [diff] = result.differences
+    assert diff["provider_rate"] == 2.99 and diff["recorded_rate"] == "4.7600" and diff["uptime_s"] == 600
+    event = JobEvent.objects.get(job=job, type="pod_cost")
+    assert "$2.99/h" in event.message and "4.76" in event.message
+    cost = JobCost.objects.get(job=job)
+    assert cost.rate_per_hour == Decimal("2.99") and cost.segments[0]["provider"]["uptime_s"] == 600
+    [row] = spend_by_job(organization=organization, month=month_of(clock()))
+    assert row["spent"] == row["provider_cost"] == Decimal("0.50")  # 600 s × $2.99/h
+    # A second pass agrees: nothing new is recorded.
+    clock.advance(60)
+    assert costs_reconcile(now=clock()).differences == []
+    assert JobEvent.objects.filter(job=job, type="pod_cost").count() == 1

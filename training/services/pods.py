@@ -102,7 +102,7 @@ def job_launch(*, job_id) -> LaunchOutcome:
             # Cancelled (or superseded) while we were launching: this pod belongs to nobody.
             from training import tasks
 
-            transaction.on_commit(lambda: tasks.pod_terminate.delay(provider_name, pod.pod_id, request.name))
+            transaction.on_commit(lambda: tasks.pod_terminate.delay(provider_name, pod.pod_id))
             return LaunchOutcome("superseded", pod.pod_id, request.name)
         job.pod_id = pod.pod_id
         job.launched_at = job.launched_at or timezone.now()
