@@ -167,7 +167,7 @@ def run(clock, server, tasks) -> None:
             _kill_next_launch_after_create()
         job = job_create(organization=org, dataset=dataset, base_model="meta-llama/Meta-Llama-3-8B-Instruct",
                          gpu_type=H100, spot=bool(sc.get("spot")),
-                         bid_per_gpu=Decimal("1.75") if sc.get("spot") else None, name=sc["name"])
+                         name=sc["name"])  # spot: the bid defaults to RunPod's current spot price
         began = clock.ts()
         trained = {}  # attempt -> seconds trained
         evictions = list(sc.get("evict_at", []))

@@ -23,10 +23,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing import tables
-from billing.errors import EstimateError
+from billing.errors import EstimateError, SpotBidError
 from billing.models import JobCost, ThroughputSample
+from billing.money import to_decimal
 from billing.services.budgets import budget_admit, budgets_for, reservation_for
 from billing.services.calibration import calibration_recompute
+from billing.services.catalog import free_providers, spot_bid_for
 from billing.services.estimates import _quantization, config_from_job, estimate
 from billing.services.metering import POD_EVENT_TYPES, broadcast_cost, job_cost_meter, meter, month_of
 from training import states
@@ -60,9 +62,40 @@ def job_cost_create(*, job, now=None) -> JobCost:
     return cost
 
 
+def spot_bid_decide(job) -> None:
+    """A spot job is priced before admission: without a bid it bids the current spot price of its
+    GPU type and cloud (read from RunPod when a key is set, else the catalog's), stored on the job
+    so the estimate, the reservation and the pod use the same bid; a bid below RunPod's minimum,
+    or no spot price to default to, is refused (SpotBidError, 400) with the minimum."""
+    if not job.spot or job.provider in free_providers() or job.provider == "local":
+        return
+    given = job.bid_per_gpu
+    decided = spot_bid_for(gpu_id=job.gpu_type, cloud_type=job.cloud_type, provider=job.provider)
+    minimum = decided.minimum
+    if given is not None:
+        if minimum is not None and to_decimal(given) < minimum:
+            raise SpotBidError(
+                f"a spot bid of ${to_decimal(given)}/h per GPU is below RunPod's minimum of ${minimum}/h for "
+                f"{job.gpu_type}: bid at least ${minimum}, or leave the bid empty to bid the current spot price",
+                detail={"field": "bid_per_gpu", "minimum_bid": str(minimum),
+                        "spot_price": str(decided.bid) if decided.bid is not None else None})
+        return
+    if decided.bid is None:
+        raise SpotBidError(
+            f"no spot price is known for {job.gpu_type} on {job.cloud_type.lower()} cloud, so a spot pod has no "
+            "bid to default to: set bid_per_gpu"
+            + (f" (at least RunPod's minimum of ${minimum}/h)" if minimum is not None else "")
+            + ", or run on-demand",
+            detail={"field": "bid_per_gpu", "minimum_bid": str(minimum) if minimum is not None else None})
+    job.bid_per_gpu = decided.bid
+    type(job).objects.filter(pk=job.pk).update(bid_per_gpu=decided.bid)
+
+
 def job_admit(*, job) -> None:
     """Called inside the transaction that creates `job` (the caller holds it). Raises
-    BudgetExceeded to refuse the start; nothing is then created."""
+    BudgetExceeded to refuse the start, SpotBidError for a spot job without a usable bid;
+    nothing is then created."""
+    spot_bid_decide(job)
     now = timezone.now()
     month = month_of(job.created_at or now)
     config = None
