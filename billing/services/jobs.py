@@ -67,7 +67,10 @@ def spot_bid_decide(job) -> None:
     GPU type and cloud (read from RunPod when a key is set, else the catalog's), stored on the job
     so the estimate, the reservation and the pod use the same bid; a bid below RunPod's minimum,
     or no spot price to default to, is refused (SpotBidError, 400) with the minimum."""
-    if not job.spot or job.provider in free_providers() or job.provider == "local":
+    if job.provider in free_providers() or job.provider == "local":
+        return
+    _alternative_bids_decide(job)
+    if not job.spot:
         return
     given = job.bid_per_gpu
     decided = spot_bid_for(gpu_id=job.gpu_type, cloud_type=job.cloud_type, provider=job.provider)
@@ -89,6 +92,62 @@ def spot_bid_decide(job) -> None:
             detail={"field": "bid_per_gpu", "minimum_bid": str(minimum) if minimum is not None else None})
     job.bid_per_gpu = decided.bid
     type(job).objects.filter(pk=job.pk).update(bid_per_gpu=decided.bid)
+
+
+def _alternative_bids_decide(job) -> None:
+    """A spot capacity alternative without a bid bids the spot price of its own GPU type and cloud."""
+    fallback = dict(job.capacity_fallback or {})
+    changed = False
+    alternatives = []
+    for i, alt in enumerate(fallback.get("alternatives") or []):
+        alt = dict(alt)
+        if alt.get("spot", job.spot) and alt.get("bid_per_gpu") is None:
+            gpu, cloud = alt.get("gpu_type", job.gpu_type), alt.get("cloud_type", job.cloud_type)
+            if gpu == job.gpu_type and cloud == job.cloud_type and job.bid_per_gpu is not None:
+                bid = to_decimal(job.bid_per_gpu)
+            else:
+                bid = spot_bid_for(gpu_id=gpu, cloud_type=cloud, provider=job.provider).bid
+            if bid is None:
+                raise SpotBidError(f"capacity alternative {i + 1} ({gpu}, {cloud.lower()} cloud, spot) has no spot price "
+                                   "to bid: give it a bid_per_gpu, or make it on-demand",
+                                   detail={"field": "capacity_fallback", "alternative": i})
+            alt["bid_per_gpu"] = str(bid)
+            changed = True
+        alternatives.append(alt)
+    if changed:
+        fallback["alternatives"] = alternatives
+        job.capacity_fallback = fallback
+        type(job).objects.filter(pk=job.pk).update(capacity_fallback=fallback)
+
+
+def job_reprice(*, job_id) -> None:
+    """The job now runs on another GPU type, cloud or on-demand (a capacity alternative): its
+    estimate and reservation are recomputed for what it got (receiver of
+    training.signals.job_relaunched_elsewhere). Time already billed keeps its pods' rates."""
+    from training.models import TrainingJob  # noqa: PLC0415
+
+    with transaction.atomic():
+        job = TrainingJob.objects.select_related("dataset").filter(pk=job_id).first()
+        cost = JobCost.objects.select_for_update().filter(job_id=job_id, settled_at__isnull=True).first()
+        if job is None or cost is None:
+            return
+        try:
+            est = estimate(config_from_job(job))
+        except (EstimateError, ValueError) as exc:
+            logger.warning("job %s: cannot re-price after a capacity fallback: %s", job_id, exc)
+            return
+        for key, value in _estimate_fields(est).items():
+            setattr(cost, key, value)
+        cost.reserved = max(reservation_for(est), cost.cost)
+        cost.save()
+        broadcast_cost(cost)
+
+
+def on_job_relaunched_elsewhere(sender=None, *, job_id, **kwargs) -> None:
+    try:
+        job_reprice(job_id=job_id)
+    except Exception:  # noqa: BLE001 - the reservation stays as it was; metering is unaffected
+        logger.exception("re-pricing job %s after a capacity fallback failed", job_id)
 
 
 def job_admit(*, job) -> None:

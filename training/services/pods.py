@@ -21,6 +21,7 @@ from training.models import Checkpoint, JobEvent, TrainingJob
 from training.providers import (
     POD_EXITED,
     POD_TERMINATED,
+    NoCapacityError,
     PodRequest,
     ProviderError,
     get_provider,
@@ -28,6 +29,7 @@ from training.providers import (
     pod_name_prefix,
 )
 from training.services.jobs import _move, job_spec_build, job_stopped
+from training.providers.base import describe_request
 from training.services.pod_events import interruption_record
 
 logger = logging.getLogger(__name__)
@@ -88,13 +90,29 @@ def job_launch(*, job_id) -> LaunchOutcome:
         request = _pod_request(job)
         provider_name = job.provider
 
+        alternatives = _launch_alternatives(job)
+
     provider = get_provider(provider_name)
     existing = provider.find_by_name(request.name)
-    pod = existing or provider.launch(request)
+    used = request
+    if existing is not None:
+        pod = existing
+    elif alternatives:
+        pod, used = provider.launch_with_fallback(
+            request, alternatives, on_refused=lambda candidate, exc: _capacity_refused_record(job_id, candidate))
+    else:
+        try:
+            pod = provider.launch(request)
+        except NoCapacityError:
+            _capacity_refused_record(job_id, request)
+            raise
 
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().get(pk=job_id)
         superseded = job.pod_name != request.name or job.is_terminal
+        if used is not request and not superseded:
+            _fallback_record(job, request, used)
+        request = used
         # The pod exists and bills from its own start: recorded for billing even when it is
         # superseded (the job that rented it pays for it until it is confirmed gone).
         pod_started_record(job, pod, request, adopted=bool(existing))
@@ -108,6 +126,64 @@ def job_launch(*, job_id) -> LaunchOutcome:
         job.launched_at = job.launched_at or timezone.now()
         job.save(update_fields=["pod_id", "launched_at", "updated_at"])
     return LaunchOutcome("adopted" if existing else "launched", pod.pod_id, request.name)
+
+
+def _capacity_refused_record(job_id, candidate: PodRequest) -> None:
+    """A create refused for capacity (free: no pod): counted for the on-demand fallback."""
+    with transaction.atomic():
+        job = TrainingJob.objects.filter(pk=job_id).only("pk", "attempt").first()
+        if job is not None:
+            JobEvent.objects.create(
+                job=job, event_id=f"capacity-{secrets.token_hex(6)}", source=JobEvent.SOURCE_SYSTEM,
+                type="capacity_refused", attempt=job.attempt,
+                message=f"no capacity for {describe_request(candidate)}",
+                data={"gpu_type": candidate.gpu_type_id, "cloud_type": candidate.cloud_type, "spot": candidate.spot})
+
+
+def _launch_alternatives(job: TrainingJob) -> list[dict]:
+    """The PodRequest changes the job accepts when its own choice has no capacity, in order; for a
+    spot job with `on_demand_after_spot_failures` N, on-demand (same GPU and cloud) once N spot
+    creates were refused."""
+    fallback = job.capacity_fallback or {}
+    out = []
+    for alt in fallback.get("alternatives") or []:
+        change = {}
+        if "gpu_type" in alt:
+            change["gpu_type_id"] = alt["gpu_type"]
+        if "cloud_type" in alt:
+            change["cloud_type"] = alt["cloud_type"]
+        if "spot" in alt:
+            change["spot"] = bool(alt["spot"])
+        if alt.get("bid_per_gpu") is not None:
+            change["bid_per_gpu"] = float(alt["bid_per_gpu"])
+        if not change.get("spot", job.spot):
+            change["bid_per_gpu"] = None
+        out.append(change)
+    n = fallback.get("on_demand_after_spot_failures")
+    if job.spot and n:
+        refused = JobEvent.objects.filter(job=job, type="capacity_refused", data__spot=True).count()
+        if refused >= n:
+            out.append({"spot": False, "bid_per_gpu": None})
+    return out
+
+
+def _fallback_record(job: TrainingJob, wanted: PodRequest, used: PodRequest) -> None:
+    """The launch got an alternative: the job now runs (and is estimated) on what it got."""
+    job.gpu_type, job.cloud_type, job.spot = used.gpu_type_id, used.cloud_type, used.spot
+    job.bid_per_gpu = used.bid_per_gpu if used.spot else None
+    job.save(update_fields=["gpu_type", "cloud_type", "spot", "bid_per_gpu", "updated_at"])
+    JobEvent.objects.create(
+        job=job, event_id=f"fallback-{job.attempt}-{secrets.token_hex(4)}", source=JobEvent.SOURCE_SYSTEM,
+        type="capacity_fallback", attempt=job.attempt,
+        message=f"no capacity for {describe_request(wanted)}; launched on {describe_request(used)}, "
+                "an alternative the job accepts",
+        data={"wanted": {"gpu_type": wanted.gpu_type_id, "cloud_type": wanted.cloud_type, "spot": wanted.spot},
+              "got": {"gpu_type": used.gpu_type_id, "cloud_type": used.cloud_type, "spot": used.spot,
+                      "bid_per_gpu": used.bid_per_gpu}})
+    from training.signals import job_relaunched_elsewhere
+
+    job_id = str(job.pk)
+    transaction.on_commit(lambda: job_relaunched_elsewhere.send(sender=TrainingJob, job_id=job_id))
 
 
 def pod_started_record(job: TrainingJob, pod, request: PodRequest | None = None, *, adopted: bool = False) -> JobEvent:
