@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -170,3 +171,46 @@ def _error_summary(errors: list[float]) -> dict:
         "within_10": round(sum(abs(e) <= 0.10 for e in errors) / len(errors), 4),
         "within_15": round(sum(abs(e) <= 0.15 for e in errors) / len(errors), 4),
     }
+
+
+def _nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
+def estimate_accuracy_for_kind(*, organization, gpu_type: str, base_model: str, provider: str = "",
+                               limit: int = 200) -> dict:
+    """How far the estimates of completed jobs of the same kind (GPU type and model size class,
+    on the same provider) were from what they really cost: median and 90th percentile of
+    |actual − estimate| ÷ actual, over the last `limit` such jobs. Measured on cost when each of
+    those jobs cost at least $1 (cent rounding below 1%), else on duration (the same error at one
+    rate, without the rounding; also what a free provider has)."""
+    from billing import tables  # noqa: PLC0415
+
+    params_b, _ = tables.model_params_b(base_model)
+    size = tables.size_class(params_b)
+    rows = (JobCost.objects.filter(organization=organization, final_status="completed", actual_duration_s__gt=0,
+                                   est_duration_s__gt=0, job__gpu_type=gpu_type)
+            .select_related("job").order_by("-settled_at"))
+    if provider:
+        rows = rows.filter(job__provider=provider)
+    costs, durations = [], []
+    for c in rows[: limit * 3]:
+        if tables.size_class(tables.model_params_b(c.job.base_model)[0]) != size:
+            continue
+        durations.append(abs(c.actual_duration_s - c.est_duration_s) / c.actual_duration_s)
+        if c.actual_cost and c.actual_cost >= 1:  # below $1 the cent rounding alone is > 1%
+            costs.append(float(abs(c.actual_cost - c.est_cost) / c.actual_cost))
+        if len(durations) >= limit:
+            break
+    measure, errors = ("cost", costs) if costs and len(costs) == len(durations) else ("duration", durations)
+    kind = {"gpu_type": gpu_type, "size_class": size, "provider": provider or None}
+    if not errors:
+        return {"kind": kind, "completed_jobs": 0, "measure": None, "median": None, "p90": None,
+                "text": "No completed job of this kind yet: the estimate's range is the table's prior."}
+    median, p90 = statistics.median(errors), _nearest_rank(errors, 0.9)
+    return {"kind": kind, "completed_jobs": len(errors), "measure": measure, "median": round(median, 4),
+            "p90": round(p90, 4),
+            "text": (f"On {len(errors)} completed job{'s' if len(errors) != 1 else ''} of this kind ({size}, "
+                     f"{gpu_type}) the {measure} estimate was off by {median:.0%} (median), {p90:.0%} at the 90th "
+                     "percentile.")}
