@@ -1,15 +1,12 @@
 """Live cost: per-second metering of every pod a job rented.
 
-A job is billable while it is in a pod state (provisioning … evaluating): from the moment a launch
-moved it to `provisioning` until the move out of the pod states (interrupted, completed, failed,
-cancelled). Each such stretch is one segment with the rate of the pod rented for it, so the time
-after an interruption until the pod was seen gone, and the setup of every resumed attempt, are
-billed, and a later fall-back from spot to on-demand re-prices only the new attempt.
-
-The stretches come from the job's audit rows (JobEvent with `to_status`), in the control plane's
-clock; the end of a stretch closed by a pod's own event uses the pod's timestamp when it is earlier
-(a retried, late delivery does not bill the delay). A job without audit rows is metered from
-`launched_at` to `finished_at` (or now).
+A job is billed for its pods, not its states: one segment per pod, from the pod's own start (its
+`pod_launched` / `pod_adopted` audit row, with the provider's start time) until the provider
+confirmed it gone (`pod_gone`, with the provider's end time when it gave one), at the pod's own
+$/h as the provider reported it at launch and at every reconciliation (`pod_cost`); the catalog's
+rate only while none was reported. No pod, no charge: provisioning without a pod, refused creates
+and capacity waits cost nothing. Jobs without pod audit rows (from before they were written) are
+metered from their transitions, only where a pod is known to have existed.
 """
 from __future__ import annotations
 
