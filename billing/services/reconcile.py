@@ -45,9 +45,13 @@ def costs_reconcile(*, now: datetime | None = None) -> CostReconcileResult:
 
     now = now or timezone.now()
     result = CostReconcileResult()
+    from training import states  # noqa: PLC0415
+
+    # Jobs in a pod state, and any other unsettled job still billed for an open pod.
     open_jobs = [(c.job_id, c.job.provider) for c in JobCost.objects.filter(settled_at__isnull=True)
-                 .select_related("job").only("job_id", "job__provider", "segments")
-                 if any(s.get("open") and s.get("pod_id") for s in (c.segments or []))]
+                 .select_related("job").only("job_id", "job__provider", "job__status", "segments")
+                 if c.job.status in states.POD_STATES
+                 or any(s.get("open") and s.get("pod_id") for s in (c.segments or []))]
     pods_by_provider: dict[str, dict] = {}
     for provider_name in sorted({p for _, p in open_jobs}):
         try:  # one list call per provider, outside any lock (it may take seconds)
@@ -79,7 +83,13 @@ def costs_reconcile(*, now: datetime | None = None) -> CostReconcileResult:
                 seg["provider"] = reading
                 recorded_rate = to_decimal(seg["rate_per_hour"])
                 seconds_apart = (seg["seconds"] - uptime) if uptime is not None else 0.0
-                if rate != recorded_rate or abs(seconds_apart) > _tolerance_s():
+                last = (JobEvent.objects.filter(job=job, type=POD_COST_TYPE, data__pod_id=seg["pod_id"])
+                        .order_by("-created_at", "-id").values_list("data", flat=True).first()) or {}
+                # A standing gap (RunPod's uptime is the container's: the image pull is not in it)
+                # is recorded once, again only when it moves or the rate changes.
+                same_as_last = (last and to_decimal(last.get("provider_rate")) == rate
+                                and abs(float(last.get("seconds_apart") or 0) - seconds_apart) <= _tolerance_s())
+                if (rate != recorded_rate or abs(seconds_apart) > _tolerance_s()) and not same_as_last:
                     difference = {
                         "pod_id": seg["pod_id"], "provider_rate": float(rate), "uptime_s": uptime,
                         "provider_cost": reading["cost"], "recorded_rate": str(recorded_rate),

@@ -144,3 +144,20 @@ def test_reconciliation_reads_the_providers_rate_and_uptime_and_records_the_diff
     clock.advance(60)
     assert costs_reconcile(now=clock()).differences == []
     assert JobEvent.objects.filter(job=job, type="pod_cost").count() == 1
+
+
+def test_a_standing_uptime_gap_is_recorded_once_not_at_every_pass(organization, dataset, runpod, clock):
+    from billing.services.reconcile import costs_reconcile
+    from training.models import JobEvent
+
+    job = create_and_admit(organization, dataset, gpu_type=H100)
+    pods.job_launch(job_id=job.pk)
+    pod_id = TrainingJob.objects.get(pk=job.pk).pod_id
+    runpod.pods[pod_id]["_created"] += 30  # the provider counts 30 s less (e.g. the image pull)
+    checked = 0
+    for _ in range(4):  # never metered before: the reconciliation finds the live job itself
+        clock.advance(60)
+        checked += costs_reconcile(now=clock()).pods_checked
+    assert checked == 4
+    [event] = JobEvent.objects.filter(job=job, type="pod_cost")
+    assert event.data["seconds_apart"] == pytest.approx(30, abs=1) and event.data["provider_rate"] == 2.99
