@@ -212,23 +212,60 @@ def run(clock, server, tasks) -> None:
         ledger = server.ledger_total(str(job.pk))
         pods_rented = sum(1 for line in server.ledger() if str(job.pk) in line["name"])
         results.append((sc["name"], job.status, pods_rented, cost.billable_s, cost.cost, ledger,
-                        cost.settled_at is not None))
+                        cost.settled_at is not None, _old_metering(job)))
         clock.t += timedelta(minutes=10)
 
     print("Recorded cost vs the provider's ledger (fake RunPod server, real runpod SDK, simulated clock)")
-    print(f"{'job':40s} {'status':10s} {'pods':>4s} {'billed s':>8s} {'project $':>10s} {'ledger $':>10s} {'ratio':>7s}")
+    print(f"{'job':40s} {'status':10s} {'pods':>4s} {'billed s':>8s} {'project $':>10s} {'ledger $':>10s} {'ratio':>7s}"
+          f" {'old way $':>10s} {'old ratio':>9s}")
     worst = []
-    for name, status, n, secs, project, ledger, settled in results:
+    for name, status, n, secs, project, ledger, settled, old in results:
         ratio = (float(project) / ledger) if ledger else (0.0 if project == 0 else float("inf"))
         shown = f"{ratio:7.4f}" if ledger else ("0 (no pod)" if project == 0 else "CHARGED")
+        old_shown = f"{float(old) / ledger:9.2f}" if ledger else ("" if old == 0 else "charged")
         print(f"{name:40s} {status:10s} {n:4d} {secs:8d} {project:10.2f} {ledger:10.4f} {shown:>7s}"
-              + ("" if settled else "  (not settled)"))
+              f" {old:10.2f} {old_shown:>9s}" + ("" if settled else "  (not settled)"))
         if ledger:
             worst.append(ratio)
     nopod = [r for r in results if not r[5]]
     print(f"jobs with a pod: ratio min {min(worst):.4f} max {max(worst):.4f} (target 0.98-1.02); "
           f"jobs without a pod: {len(nopod)}, charged ${sum(r[4] for r in nopod):.2f}")
+    print("old way: what the metering before segments followed the pod charged (from each move into "
+          "provisioning to the move out, at the catalog's rate then, or the bid); the first spot job's "
+          "create refreshed the catalog from the fake's gpuTypes, so later rows use its list prices")
     print("command: python benchmarks/billing_ledger.py")
+
+
+def _old_metering(job):
+    """The job's cost as the metering before this change computed it: billable from each move
+    into `provisioning` to the next move out of the pod states, at the catalog's rate (the bid for
+    spot), whether or not a pod existed."""
+    import math
+    from decimal import Decimal
+
+    from billing.money import cents
+    from billing.services.catalog import gpu_rate, gpu_type_get
+    from training import states
+
+    total, start = Decimal("0"), None
+    rows = list(job.events.exclude(to_status="").order_by("created_at", "id").values("created_at", "to_status", "attempt"))
+    resumes = {e.attempt: e for e in job.events.filter(type="resume")}
+    spot = bool(job.events.filter(type__in=("pod_launched", "pod_adopted"), data__spot=True).exists()) or job.spot
+    for ev in rows:
+        if ev["to_status"] in states.POD_STATES:
+            start = start or ev["created_at"]
+            continue
+        if start is not None:
+            # the attempt's spot flag: spot until the on-demand fallback's resume note
+            attempt_spot_now = spot and not any("on-demand" in (r.message or "") for a, r in resumes.items()
+                                                if a < ev["attempt"])
+            rate = gpu_rate(gpu=gpu_type_get(job.gpu_type), gpu_id=job.gpu_type, cloud_type=job.cloud_type,
+                            spot=attempt_spot_now, bid_per_gpu=job.bid_per_gpu if attempt_spot_now else None,
+                            provider=job.provider).per_hour
+            secs = math.ceil((ev["created_at"] - start).total_seconds())
+            total += Decimal(secs) * rate / Decimal(3600)
+            start = None
+    return cents(total)
 
 
 def _to(job, status, move):
