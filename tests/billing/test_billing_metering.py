@@ -160,3 +160,17 @@ def test_a_pod_without_a_reported_rate_is_estimated_at_the_catalog_until_one_is_
                             data={"pod_id": pod_id, "provider_rate": 2.5, "uptime_s": 3600})
     cost = job_cost_meter(job_id=job.pk, now=after(7200))
     assert cost.rate_per_hour == Decimal("2.5") and cost.cost == Decimal("5.00")
+
+
+def test_a_pod_never_confirmed_gone_is_settled_after_the_wait_billed_until_then(organization, dataset, settings):
+    settings.BILLING_POD_GONE_WAIT_S = 900
+    job = create_and_admit(organization, dataset)
+    move(job, "provisioning", T0, pod=False)
+    pod_up(job, T0, cost_per_hr=3.6)
+    move(job, "completed", after(600), pod=False)
+    job_settle(job_id=job.pk, now=after(1400))
+    assert JobCost.objects.get(job=job).settled_at is None  # still waiting for the provider
+    job_settle(job_id=job.pk, now=after(1501))
+    cost = JobCost.objects.get(job=job)
+    assert cost.settled_at is not None and cost.billable_s == 1501 and cost.cost == Decimal("1.50")
+    assert cost.reserved == 0 and not any(s["open"] for s in cost.segments)
