@@ -16,6 +16,8 @@ docs/performance.md records them. Names:
   demo       `make demo` wall time, cold and warm; start to first metric
   estimator  duration and cost estimate error over a (synthetic) history of runs
   loss       peak memory of the training loss, plain logits vs chunked, at Llama-3's vocabulary (4k tokens)
+  ledger     recorded cost vs the fake RunPod server's per-second ledger, per job (evictions, cancel, capacity)
+  accuracy   estimator error per kind (median, p90) as the estimate API shows it, scripted runs on the priced local provider
   gpu        QLoRA tokens/s, memory and MFU on CUDA (8B and a slice of 70B) -- only with --gpu or by name
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CPU_BENCHMARKS = ("runtime", "tokens", "ingest", "api", "demo", "estimator", "loss")
+CPU_BENCHMARKS = ("runtime", "tokens", "ingest", "api", "demo", "estimator", "ledger", "accuracy", "loss")
 ALL = (*CPU_BENCHMARKS, "gpu")
 
 
@@ -49,6 +51,8 @@ def commands(quick: bool) -> dict[str, list[str]]:
         "demo": _script("benchmarks/demo_wall.py", []),
         "estimator": _script("benchmarks/billing_estimator.py", ["--jobs", "20"] if quick else ["--jobs", "60", "--seed", "3"]),
         "loss": _script("benchmarks/loss_memory.py", ["--tokens", "1024"] if quick else []),
+        "ledger": _script("benchmarks/billing_ledger.py", []),
+        "accuracy": _script("benchmarks/billing_accuracy.py", ["--jobs", "12"] if quick else ["--jobs", "36", "--seed", "5"]),
         "gpu": _script("benchmarks/gpu/qlora_throughput.py", ["--steps", "3", "--warmup", "1"] if quick else []),
     }
 

@@ -69,7 +69,11 @@ class EstimateApi(BillingScopedMixin, APIView):
             provider=data.get("provider") or None, quantization=data.get("quantization"),
             gpu_count=data.get("gpu_count") or 1,
         )
-        return Response(estimate(config).to_dict())
+        answer = estimate(config).to_dict()
+        # What the estimator's error has been on completed jobs of the same kind, where users decide.
+        answer["accuracy"] = selectors.estimate_accuracy_for_kind(organization=organization, gpu_type=config.gpu_type,
+                                                                  base_model=config.base_model, provider=config.provider)
+        return Response(answer)
 
 
 class GpuTypeListApi(generics.ListAPIView):

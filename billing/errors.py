@@ -19,3 +19,10 @@ class EstimateError(DomainError):
 class PriceRefreshError(DomainError):
     code = "price_refresh_failed"
     http_status = 502
+
+
+class SpotBidError(DomainError):
+    """A spot job without a usable bid: refused at create, before anything is written."""
+
+    code = "spot_bid_required"
+    http_status = 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from billing import rules
 from billing.models import Budget, BudgetAlert, JobCost
+from billing.money import cents
 from billing.services.budgets import budget_numbers
 from billing.services.metering import month_of
 
@@ -74,9 +76,18 @@ def spend_by_job(*, organization, month: date, client: str | None = None) -> lis
             "spent": c.cost, "estimate": c.est_cost, "estimate_high": c.est_cost_high,
             "reserved": c.reserved if c.settled_at is None else ZERO, "running": c.running,
             "settled": c.settled_at is not None,
+            # What the provider said the pods cost at the last reconciliation (blank: never read).
+            "provider_cost": _provider_cost(c),
         }
         for c in rows
     ]
+
+
+def _provider_cost(cost: JobCost):
+    from billing.services.reconcile import provider_figure  # noqa: PLC0415
+
+    figure = provider_figure(cost.segments)
+    return cents(figure) if figure is not None else None
 
 
 def spend_total(*, organization, month: date) -> Decimal:
@@ -84,7 +95,7 @@ def spend_total(*, organization, month: date) -> Decimal:
 
 
 CSV_COLUMNS = ["job", "name", "status", "client", "user", "gpu_type", "cloud_type", "spot", "billable_s",
-               "spent", "estimate", "estimate_high", "reserved", "running", "settled"]
+               "spent", "provider_cost", "estimate", "estimate_high", "reserved", "running", "settled"]
 
 
 def spend_csv(*, organization, month: date) -> str:
@@ -94,7 +105,7 @@ def spend_csv(*, organization, month: date) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.2f}" if isinstance(v, Decimal) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.2f}" if isinstance(v, Decimal) else ("" if v is None else v)) for k, v in row.items()})
     total = sum((r["spent"] for r in rows), ZERO)
     writer.writerow({"job": "TOTAL", "spent": f"{total:.2f}"})
     return out.getvalue()
@@ -160,3 +171,46 @@ def _error_summary(errors: list[float]) -> dict:
         "within_10": round(sum(abs(e) <= 0.10 for e in errors) / len(errors), 4),
         "within_15": round(sum(abs(e) <= 0.15 for e in errors) / len(errors), 4),
     }
+
+
+def _nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
+def estimate_accuracy_for_kind(*, organization, gpu_type: str, base_model: str, provider: str = "",
+                               limit: int = 200) -> dict:
+    """How far the estimates of completed jobs of the same kind (GPU type and model size class,
+    on the same provider) were from what they really cost: median and 90th percentile of
+    |actual − estimate| ÷ actual, over the last `limit` such jobs. Measured on cost when each of
+    those jobs cost at least $1 (cent rounding below 1%), else on duration (the same error at one
+    rate, without the rounding; also what a free provider has)."""
+    from billing import tables  # noqa: PLC0415
+
+    params_b, _ = tables.model_params_b(base_model)
+    size = tables.size_class(params_b)
+    rows = (JobCost.objects.filter(organization=organization, final_status="completed", actual_duration_s__gt=0,
+                                   est_duration_s__gt=0, job__gpu_type=gpu_type)
+            .select_related("job").order_by("-settled_at"))
+    if provider:
+        rows = rows.filter(job__provider=provider)
+    costs, durations = [], []
+    for c in rows[: limit * 3]:
+        if tables.size_class(tables.model_params_b(c.job.base_model)[0]) != size:
+            continue
+        durations.append(abs(c.actual_duration_s - c.est_duration_s) / c.actual_duration_s)
+        if c.actual_cost and c.actual_cost >= 1:  # below $1 the cent rounding alone is > 1%
+            costs.append(float(abs(c.actual_cost - c.est_cost) / c.actual_cost))
+        if len(durations) >= limit:
+            break
+    measure, errors = ("cost", costs) if costs and len(costs) == len(durations) else ("duration", durations)
+    kind = {"gpu_type": gpu_type, "size_class": size, "provider": provider or None}
+    if not errors:
+        return {"kind": kind, "completed_jobs": 0, "measure": None, "median": None, "p90": None,
+                "text": "No completed job of this kind yet: the estimate's range is the table's prior."}
+    median, p90 = statistics.median(errors), _nearest_rank(errors, 0.9)
+    return {"kind": kind, "completed_jobs": len(errors), "measure": measure, "median": round(median, 4),
+            "p90": round(p90, 4),
+            "text": (f"On {len(errors)} completed job{'s' if len(errors) != 1 else ''} of this kind ({size}, "
+                     f"{gpu_type}) the {measure} estimate was off by {median:.0%} (median), {p90:.0%} at the 90th "
+                     "percentile.")}

@@ -3,6 +3,7 @@ from celery import shared_task
 
 from billing.services.catalog import catalog_refresh as _catalog_refresh
 from billing.services.enforcement import budgets_enforce as _budgets_enforce
+from billing.services.reconcile import costs_reconcile as _costs_reconcile
 
 
 @shared_task(name="billing.tasks.budgets_enforce", ignore_result=True, acks_late=True,
@@ -19,3 +20,9 @@ def budgets_enforce():
 def catalog_refresh():
     result = _catalog_refresh()
     return {"updated": len(result.updated), "failed": len(result.failed), "skipped": result.skipped}
+
+
+@shared_task(name="billing.tasks.costs_reconcile", ignore_result=True, acks_late=True, expires=60)
+def costs_reconcile():
+    result = _costs_reconcile()
+    return {"pods_checked": result.pods_checked, "differences": len(result.differences), "failed": result.failed}

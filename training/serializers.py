@@ -66,7 +66,7 @@ class JobSerializer(serializers.ModelSerializer):
 class JobDetailSerializer(JobSerializer):
     class Meta(JobSerializer.Meta):
         fields = JobSerializer.Meta.fields + [
-            "overrides", "hyperparameters", "bid_per_gpu", "pod_id", "pod_name", "stage_times", "notes", "error_fix",
+            "overrides", "hyperparameters", "bid_per_gpu", "capacity_fallback", "pod_id", "pod_name", "stage_times", "notes", "error_fix",
             "error_traceback", "resume_from", "stop_requested", "cancel_requested", "result", "adapter_uri",
         ]
         read_only_fields = fields
@@ -86,6 +86,9 @@ class JobCreateSerializer(serializers.Serializer):
     bid_per_gpu = serializers.DecimalField(required=False, max_digits=8, decimal_places=4, allow_null=True)
     gpu_count = serializers.IntegerField(required=False, min_value=1, max_value=8,
                                          help_text="GPUs on the pod (1-8); more than one trains with DDP or FSDP")
+    capacity_fallback = serializers.DictField(
+        required=False, help_text='{"alternatives": [{"gpu_type": ..., "cloud_type": ..., "spot": ...}], '
+                                  '"on_demand_after_spot_failures": N}: what launch may take when there is no capacity')
     client = serializers.CharField(required=False, allow_blank=True, max_length=120, default="")
     name = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
     notes = serializers.CharField(required=False, allow_blank=True, default="")

@@ -50,6 +50,8 @@ def pod_terminate(self, provider_name: str, pod_id: str):
             raise pods.PodStillAlive(pod_id)
     except (pods.PodStillAlive, ProviderError) as exc:
         raise self.retry(exc=exc, countdown=min(60, 2 * 2 ** min(self.request.retries, 5)))
+    # Billed to the job whose launch rented it (found by the pod id), until now.
+    pods.pod_gone_record(pod_id=pod_id, how="terminated (superseded launch)")
 
 
 @shared_task

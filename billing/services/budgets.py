@@ -29,6 +29,11 @@ def stop_allowance_s() -> float:
     return float(settings.BILLING_STOP_ALLOWANCE_S)
 
 
+def alert_interval_s() -> float:
+    """How late a threshold crossing can be noticed: the metering and checking interval."""
+    return float(settings.BILLING_ENFORCE_INTERVAL_S)
+
+
 def month_label(month: date) -> str:
     return month.strftime("%B %Y")
 
@@ -243,21 +248,35 @@ def budget_alerts_check(*, budget: Budget, month: date, now: datetime) -> list[B
     Delivery (e-mail, Slack) happens after commit, for new alerts only."""
     from billing.services.notifications import alert_deliver_on_commit  # noqa: PLC0415
 
-    numbers = budget_numbers(budget, month, now)
+    states_ = job_states(budget, month)
+    numbers = budget_numbers(budget, month, now, states=states_)
+    # Spend at this moment: settled costs plus every running job's metered cost carried to now at
+    # its pod's rate. Checked every metering interval, so a crossing is noticed at most one
+    # interval late, by at most (interval × the running jobs' rate) past the threshold.
+    spent_now = cents(sum((rules.accrued(j, now) for j in states_), Decimal("0")))
+    running_rate = sum((j.rate_per_hour for j in states_ if j.running), Decimal("0"))
+    late_s = alert_interval_s()
+    bound = cents(running_rate * Decimal(late_s) / Decimal(3600))
+    percent = float(spent_now * 100 / numbers.limit) if numbers.limit else 0.0
     fired = set(BudgetAlert.objects.filter(budget=budget, month=month, kind=BudgetAlert.KIND_THRESHOLD)
                 .values_list("threshold", flat=True))
     created = []
-    for threshold in rules.thresholds_due(numbers.spent, numbers.limit, budget.threshold_list(), fired):
+    for threshold in rules.thresholds_due(spent_now, numbers.limit, budget.threshold_list(), fired):
         message = (f"{'Client ' + budget.client if budget.client else budget.organization.name} has spent "
-                   f"{usd(numbers.spent)} of its {usd(numbers.limit)} budget for {month_label(month)} "
-                   f"({numbers.percent_spent:.0f}%, threshold {threshold}%). Remaining {usd(max(numbers.limit - numbers.spent, Decimal('0')))}"
+                   f"{usd(spent_now)} of its {usd(numbers.limit)} budget for {month_label(month)} "
+                   f"({percent:.0f}%, threshold {threshold}%), running jobs included. Remaining "
+                   f"{usd(max(numbers.limit - spent_now, Decimal('0')))}"
                    f" (after reservations {usd(max(numbers.remaining, Decimal('0')))}); forecast to month end "
-                   f"{usd(numbers.forecast)}.")
+                   f"{usd(numbers.forecast)}. Running jobs bill {usd(running_rate)}/h and spend is checked every "
+                   f"{late_s:g} s: this notice is at most {late_s:g} s late ({usd(bound)}), and "
+                   + (f"the hard cap can be overshot by at most {usd(bound)} (metering interval × running rate) "
+                      "while its checks run on time." if budget.hard_cap else
+                      "this budget has no hard cap: nothing stops the jobs."))
         try:
             with transaction.atomic():
                 alert = BudgetAlert.objects.create(
                     budget=budget, month=month, kind=BudgetAlert.KIND_THRESHOLD, threshold=threshold,
-                    spent=numbers.spent, limit=numbers.limit, remaining=numbers.limit - numbers.spent,
+                    spent=spent_now, limit=numbers.limit, remaining=numbers.limit - spent_now,
                     forecast=numbers.forecast, message=message)
         except IntegrityError:
             continue  # another checker recorded it first: it delivers it

@@ -1,15 +1,12 @@
 """Live cost: per-second metering of every pod a job rented.
 
-A job is billable while it is in a pod state (provisioning … evaluating): from the moment a launch
-moved it to `provisioning` until the move out of the pod states (interrupted, completed, failed,
-cancelled). Each such stretch is one segment with the rate of the pod rented for it, so the time
-after an interruption until the pod was seen gone, and the setup of every resumed attempt, are
-billed, and a later fall-back from spot to on-demand re-prices only the new attempt.
-
-The stretches come from the job's audit rows (JobEvent with `to_status`), in the control plane's
-clock; the end of a stretch closed by a pod's own event uses the pod's timestamp when it is earlier
-(a retried, late delivery does not bill the delay). A job without audit rows is metered from
-`launched_at` to `finished_at` (or now).
+A job is billed for its pods, not its states: one segment per pod, from the pod's own start (its
+`pod_launched` / `pod_adopted` audit row, with the provider's start time) until the provider
+confirmed it gone (`pod_gone`, with the provider's end time when it gave one), at the pod's own
+$/h as the provider reported it at launch and at every reconciliation (`pod_cost`); the catalog's
+rate only while none was reported. No pod, no charge: provisioning without a pod, refused creates
+and capacity waits cost nothing. Jobs without pod audit rows (from before they were written) are
+metered from their transitions, only where a pod is known to have existed.
 """
 from __future__ import annotations
 
@@ -36,13 +33,78 @@ def month_of(moment: datetime) -> "datetime.date":
     return moment.date().replace(day=1)
 
 
+POD_STARTED_TYPES = ("pod_launched", "pod_adopted")
+POD_GONE_TYPE = "pod_gone"
+POD_COST_TYPE = "pod_cost"  # a reconciliation: what the provider said the pod costs
+POD_EVENT_TYPES = (*POD_STARTED_TYPES, POD_GONE_TYPE, POD_COST_TYPE)
+
+
+def _from_ts(value) -> datetime | None:
+    return datetime.fromtimestamp(float(value), tz=dt_timezone.utc) if value not in (None, "") else None
+
+
 def billable_intervals(job, now: datetime) -> list[dict]:
-    """[(start, end, attempt, open)] of the job's billable stretches, oldest first."""
+    """[{start, end, attempt, open, cost_per_hr, ...}] of the job's billable stretches, oldest first.
+
+    One per pod the job rented (its pod audit rows): from the pod's own start to the provider's
+    confirmation that it is gone (the provider's own end time when it gave one), open until then.
+    The rate is the pod's own $/h as the provider last reported it (at launch, then at every
+    reconciliation). No pod, no charge: refused creates and capacity waits cost nothing.
+    Jobs without pod audit rows (from before pods were recorded) fall back to their transitions.
+    """
+    pod_rows = list(job.events.filter(type__in=POD_EVENT_TYPES).order_by("created_at", "id")
+                    .values("created_at", "type", "attempt", "data"))
+    if pod_rows:
+        return _pod_intervals(job, pod_rows, now)
+    return _transition_intervals(job, now)
+
+
+def _pod_intervals(job, rows: list[dict], now: datetime) -> list[dict]:
+    started: dict[str, dict] = {}
+    gone: dict[str, dict] = {}
+    provider_rate: dict[str, object] = {}
+    for row in rows:
+        data = row["data"] or {}
+        pod_id = data.get("pod_id")
+        if not pod_id:
+            continue
+        if row["type"] in POD_STARTED_TYPES:
+            started.setdefault(pod_id, row)
+            if data.get("cost_per_hr") is not None:
+                provider_rate.setdefault(pod_id, data["cost_per_hr"])
+        elif row["type"] == POD_GONE_TYPE:
+            gone.setdefault(pod_id, row)
+        elif row["type"] == POD_COST_TYPE and data.get("provider_rate") is not None:
+            provider_rate[pod_id] = data["provider_rate"]  # the latest reading wins
+    intervals = []
+    for pod_id, row in started.items():
+        data = row["data"] or {}
+        start = _from_ts(data.get("started_at")) or row["created_at"]
+        end_row = gone.get(pod_id)
+        if end_row is not None:
+            end = _from_ts((end_row["data"] or {}).get("ended_at")) or end_row["created_at"]
+            is_open = False
+        else:
+            end, is_open = now, True
+        intervals.append({"start": start, "end": max(start, end), "attempt": row["attempt"] or job.attempt,
+                          "open": is_open, "cost_per_hr": provider_rate.get(pod_id), "pod_id": pod_id,
+                          "what": {"gpu_type": data.get("gpu_type", job.gpu_type),
+                                   "cloud_type": data.get("cloud_type", job.cloud_type),
+                                   "spot": bool(data.get("spot", job.spot))},
+                          "bid_per_gpu": data.get("bid_per_gpu", job.bid_per_gpu)})
+    intervals.sort(key=lambda i: i["start"])
+    return intervals
+
+
+def _transition_intervals(job, now: datetime) -> list[dict]:
+    """The fallback for jobs without pod audit rows: from each move into the pod states to the next
+    move out, counted only when a pod is known to have existed in it (the pod reported a stage,
+    the launch recorded its rate, or the job holds a pod id now)."""
     transitions = list(job.events.exclude(to_status="").order_by("created_at", "id")
                        .values("created_at", "to_status", "attempt", "pod_timestamp", "source", "data"))
     intervals: list[dict] = []
     if not transitions:
-        if job.launched_at is None:
+        if job.launched_at is None or not job.pod_id:
             return []
         running = job.status in states.POD_STATES
         end = now if running else (job.finished_at or job.launched_at)
@@ -55,7 +117,10 @@ def billable_intervals(job, now: datetime) -> list[dict]:
             if current is None:
                 data = ev["data"] or {}
                 current = {"start": when, "attempt": ev["attempt"] or job.attempt, "open": True,
-                           "cost_per_hr": data.get("cost_per_hr")}
+                           "cost_per_hr": data.get("cost_per_hr"),
+                           "pod": data.get("cost_per_hr") is not None}
+            if ev["to_status"] != states.PROVISIONING:
+                current["pod"] = True
             continue
         if current is not None:
             end = when
@@ -68,23 +133,31 @@ def billable_intervals(job, now: datetime) -> list[dict]:
     if current is not None:
         if job.status in states.POD_STATES:
             current.update(end=max(current["start"], now), open=True)
+            current["pod"] = current["pod"] or bool(job.pod_id)
         else:  # the closing move was not audited: the job's own end time, else now
             current.update(end=max(current["start"], job.finished_at or now), open=False)
         intervals.append(current)
-    return intervals
+    return [i for i in intervals if i.pop("pod")]
 
 
-def _current_rate(job) -> tuple[Decimal, dict]:
+def _catalog_rate(job, what: dict | None = None, bid=None) -> tuple[Decimal, dict]:
+    what = what or {"gpu_type": job.gpu_type, "cloud_type": job.cloud_type, "spot": job.spot}
+    bid = job.bid_per_gpu if bid is None else bid
     try:
-        rate = gpu_rate(gpu=gpu_type_get(job.gpu_type), gpu_id=job.gpu_type, cloud_type=job.cloud_type,
-                        spot=job.spot, bid_per_gpu=job.bid_per_gpu, provider=job.provider)
+        rate = gpu_rate(gpu=gpu_type_get(what["gpu_type"]), gpu_id=what["gpu_type"], cloud_type=what["cloud_type"],
+                        spot=what["spot"], bid_per_gpu=bid if what["spot"] else None,
+                        provider=job.provider)
         per_hour = rate.per_hour * max(1, job.gpu_count)  # catalog prices are per GPU
     except EstimateError:
         # Never bill nothing silently: the metering goes on at 0 and says why in the log.
         logger.error("job %s: GPU type %r has no price; its pod is metered at $0/h until one is set",
-                     job.pk, job.gpu_type)
+                     job.pk, what["gpu_type"])
         per_hour = Decimal("0")
-    return per_hour, {"gpu_type": job.gpu_type, "cloud_type": job.cloud_type, "spot": job.spot}
+    return per_hour, dict(what)
+
+
+def _current_rate(job) -> tuple[Decimal, dict]:
+    return _catalog_rate(job)
 
 
 def meter(job, cost: JobCost, now: datetime) -> JobCost:
@@ -96,31 +169,42 @@ def meter(job, cost: JobCost, now: datetime) -> JobCost:
     total = Decimal("0")
     seconds = 0
     open_rate = Decimal("0")
-    for i, interval in enumerate(intervals):
-        previous = old[i] if i < len(old) else None
-        if previous is not None and previous.get("start") == interval["start"].isoformat():
-            rate = to_decimal(previous["rate_per_hour"])
+    previous_by_start = {seg.get("start"): seg for seg in old}
+    for interval in intervals:
+        previous = previous_by_start.get(interval["start"].isoformat())
+        if interval.get("cost_per_hr") not in (None, ""):
+            # The pod's own price, as the provider reported it: what the bill will say.
+            rate, source = to_decimal(interval["cost_per_hr"]), "provider"
+            what = interval.get("what") or {"gpu_type": job.gpu_type, "cloud_type": job.cloud_type, "spot": job.spot}
+        elif previous is not None:
+            rate, source = to_decimal(previous["rate_per_hour"]), previous.get("rate_source", "catalog")
             what = {k: previous.get(k) for k in ("gpu_type", "cloud_type", "spot")}
-        elif interval.get("cost_per_hr") not in (None, ""):
-            rate = to_decimal(interval["cost_per_hr"])
-            what = {"gpu_type": job.gpu_type, "cloud_type": job.cloud_type, "spot": job.spot}
         else:
-            rate, what = _current_rate(job)
+            # Not reported yet: the catalog's price (an estimate) until a reconciliation reads it.
+            rate, what = _catalog_rate(job, interval.get("what"), interval.get("bid_per_gpu"))
+            source = "catalog"
         secs = max(0, math.ceil((interval["end"] - interval["start"]).total_seconds()))
         exact = cost_exact(secs, rate)
         total += exact
         seconds += secs
         if interval["open"]:
             open_rate = rate
-        segments.append({"attempt": interval["attempt"], "start": interval["start"].isoformat(),
-                         "end": interval["end"].isoformat(), "open": interval["open"], "seconds": secs,
-                         "rate_per_hour": str(rate), "cost": str(exact), **what})
+        segment = {"attempt": interval["attempt"], "start": interval["start"].isoformat(),
+                   "end": interval["end"].isoformat(), "open": interval["open"], "seconds": secs,
+                   "rate_per_hour": str(rate), "rate_source": source, "cost": str(exact), **what}
+        if interval.get("pod_id"):
+            segment["pod_id"] = interval["pod_id"]
+        if previous is not None and previous.get("provider"):
+            segment["provider"] = previous["provider"]  # the last reconciliation's reading
+        segments.append(segment)
     cost.segments = segments
     cost.billable_s = seconds
     # One rounding per job: reports add these cents, so totals equal the sum of their parts.
     new_cost = cents(total)
-    # Never move a live cost backwards (a stale reader must not undo a newer reading).
-    cost.cost = max(new_cost, cost.cost) if cost.settled_at is None and open_rate else new_cost
+    # A stale reader (an older `now` than the last metering) must not undo a newer reading; a
+    # current one may lower the cost (the provider's rate or end time replaced an estimate).
+    stale = cost.metered_at is not None and now < cost.metered_at
+    cost.cost = max(new_cost, cost.cost) if cost.settled_at is None and open_rate and stale else new_cost
     cost.rate_per_hour = open_rate
     cost.metered_at = now
     return cost

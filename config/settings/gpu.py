@@ -1,7 +1,7 @@
 import json
 import sys
 
-from .env import VAR_DIR, env_int, env_str
+from .env import VAR_DIR, env_float, env_int, env_str
 
 # GPU_PROVIDER: "local" (runs gpu_worker as a subprocess on this machine) or "runpod".
 GPU_PROVIDER = env_str("GPU_PROVIDER", "local")
@@ -10,6 +10,9 @@ LOCAL_PODS_DIR = env_str("LOCAL_PODS_DIR", str(VAR_DIR / "pods"))
 # The pod's command on the local provider (a JSON argv list); tests substitute a stand-in.
 LOCAL_WORKER_COMMAND = json.loads(env_str("LOCAL_WORKER_COMMAND", "null") or "null") or [
     sys.executable, "-m", "gpu_worker", "run"]
+# $/h each local pod is priced at (0: free). Billing then meters, reserves and alerts on local
+# jobs exactly as on rented pods, so caps and reports can be exercised on one machine.
+LOCAL_POD_RATE_PER_HOUR = env_float("LOCAL_POD_RATE_PER_HOUR", 0.0)
 
 RUNPOD_API_KEY = env_str("RUNPOD_API_KEY")
 RUNPOD_API_BASE_URL = env_str("RUNPOD_API_BASE_URL")  # unset: RunPod's own; tests: a local fake

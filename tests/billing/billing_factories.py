@@ -51,10 +51,42 @@ def create_and_admit(organization, dataset, **kw) -> TrainingJob:
 _seq = {"n": 0}
 
 
+POD_STATES = ("provisioning", "preprocessing", "model_loading", "training", "finalizing", "evaluating")
+
+
+def pod_up(job: TrainingJob, at: datetime, *, attempt: int = 1, cost_per_hr=None, pod_id: str | None = None,
+           **what) -> str:
+    """A pod rented for the job at `at`, recorded the way training.services.pods does."""
+    pod_id = pod_id or f"pod{job.pk.hex[:8]}a{attempt}"
+    data = {"pod_id": pod_id, "pod_name": f"brightrun-{job.pk}-{attempt}", "cost_per_hr": cost_per_hr,
+            "started_at": at.timestamp(), "gpu_type": what.get("gpu_type", job.gpu_type),
+            "cloud_type": what.get("cloud_type", job.cloud_type), "spot": what.get("spot", job.spot),
+            "bid_per_gpu": str(job.bid_per_gpu) if job.bid_per_gpu is not None else None}
+    JobEvent.objects.create(job=job, event_id=f"pod-{data['pod_name']}", source=JobEvent.SOURCE_SYSTEM,
+                            type="pod_launched", attempt=attempt, data=data)
+    TrainingJob.objects.filter(pk=job.pk).update(pod_id=pod_id)
+    return pod_id
+
+
+def pod_down(job: TrainingJob, at: datetime, *, pod_id: str) -> None:
+    """The provider confirmed the pod gone at `at`."""
+    JobEvent.objects.create(job=job, event_id=f"pod-gone-{pod_id}", source=JobEvent.SOURCE_SYSTEM, type="pod_gone",
+                            data={"pod_id": pod_id, "ended_at": at.timestamp(), "how": "terminated"})
+
+
 def move(job: TrainingJob, to_status: str, at: datetime, *, attempt: int = 1, pod_timestamp: float | None = None,
-         data: dict | None = None) -> JobEvent:
-    """Record a transition the way the jobs services do (audit row + status), at time `at`."""
+         data: dict | None = None, pod: bool = True) -> JobEvent:
+    """Record a transition the way the jobs services do (audit row + status), at time `at`.
+    With `pod` (the default) a pod comes with the move into the pod states and is gone with the
+    move out (at the pod's own timestamp when given), as on a provider that confirms at once."""
     _seq["n"] += 1
+    job.refresh_from_db()
+    if pod and to_status in POD_STATES and job.status not in POD_STATES:
+        pod_up(job, at, attempt=attempt, cost_per_hr=(data or {}).get("cost_per_hr"))
+    elif pod and to_status not in POD_STATES and job.status in POD_STATES and job.pod_id:
+        end = min(at, datetime.fromtimestamp(pod_timestamp, tz=dt_timezone.utc)) if pod_timestamp else at
+        pod_down(job, end, pod_id=job.pod_id)
+        TrainingJob.objects.filter(pk=job.pk).update(pod_id="")
     job.refresh_from_db()
     event = JobEvent.objects.create(job=job, event_id=f"t-{_seq['n']}", source=JobEvent.SOURCE_SYSTEM,
                                     type="transition", attempt=attempt, from_status=job.status, to_status=to_status,

@@ -141,3 +141,26 @@ def test_the_jobs_service_is_refused_through_the_hook(organization, dataset):
     job = job_create(organization=organization, dataset=dataset, base_model=LLAMA_70B, gpu_type=A100,
                      provider="local", start=False)
     assert JobCost.objects.get(job=job).reserved == 0  # the local provider costs nothing
+
+
+def test_priced_local_pods_make_caps_testable_and_a_zero_cap_blocks_them(organization, dataset, settings, tmp_path):
+    """LOCAL_POD_RATE_PER_HOUR prices local pods: the estimate is no longer $0, a $0 hard cap
+    refuses the start, and the local provider reports the rate as the pod's own cost."""
+    from training.providers import clear_provider_cache, get_provider
+
+    free = reservation_of(organization, dataset, provider="local")
+    budget_create(organization=organization, limit=Decimal("0"))
+    assert free == 0
+    create_and_admit(organization, dataset, provider="local")  # free: a $0 cap lets it start
+    settings.LOCAL_POD_RATE_PER_HOUR = 2.5
+    priced = reservation_of(organization, dataset, provider="local")
+    assert priced > 0
+    with pytest.raises(BudgetExceeded) as refused:
+        create_and_admit(organization, dataset, provider="local")
+    assert refused.value.detail["needed"] == str(priced) and refused.value.detail["limit"] == "0.00"
+    settings.LOCAL_PODS_DIR = str(tmp_path / "pods")
+    clear_provider_cache()
+    try:
+        assert get_provider("local").rate_per_hour == 2.5
+    finally:
+        clear_provider_cache()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from billing_factories import H100, T0, after, create_and_admit, move, sample_dataset
+from billing_factories import H100, T0, after, create_and_admit, move, pod_down, pod_up, sample_dataset
 
 from billing.models import JobCost
 from billing.money import cents, cost_exact
@@ -81,7 +81,7 @@ def test_cost_update_hook_meters_under_the_callers_lock(organization, dataset, d
 
 def test_a_job_without_audit_rows_is_metered_from_its_timestamps(organization, dataset):
     job = create_and_admit(organization, dataset)
-    TrainingJob.objects.filter(pk=job.pk).update(status="training", launched_at=T0)
+    TrainingJob.objects.filter(pk=job.pk).update(status="training", launched_at=T0, pod_id="pod-1")
     job.refresh_from_db()
     [interval] = billable_intervals(job, after(120))
     assert interval["open"] and (interval["end"] - interval["start"]).total_seconds() == 120
@@ -114,3 +114,63 @@ def test_cost_is_pushed_to_the_jobs_group_on_commit(organization, dataset, monke
     groups = [g for g, _ in sent]
     assert groups == [f"job-{job.pk}", f"org-{organization.pk}-jobs"]
     assert sent[0][1]["kind"] == "cost" and sent[0][1]["cost"]["spent"] == "0.08"
+
+
+def test_no_pod_no_charge_refused_creates_and_capacity_waits_cost_nothing(organization, dataset):
+    """A job whose creates failed for 156 s (capacity, then 401) never had a pod: it costs $0."""
+    job = create_and_admit(organization, dataset)
+    move(job, "provisioning", T0, pod=False)
+    assert job_cost_meter(job_id=job.pk, now=after(100)).cost == 0
+    move(job, "failed", after(156), pod=False)
+    job_settle(job_id=job.pk)
+    cost = JobCost.objects.get(job=job)
+    assert cost.settled_at is not None and cost.cost == 0 and cost.billable_s == 0 and cost.segments == []
+
+
+def test_a_segment_follows_the_pod_from_its_start_until_it_is_confirmed_gone(organization, dataset):
+    """Provisioning without a pod is free; the pod bills from its own start at its own rate (not
+    the catalog's $4.76) until the provider confirms it gone, after the job ended; settle waits."""
+    job = create_and_admit(organization, dataset)
+    move(job, "provisioning", T0, pod=False)               # 40 s of capacity retries: free
+    pod_id = pod_up(job, after(40), cost_per_hr=2.99)
+    move(job, "training", after(100), pod=False)
+    cost = job_cost_meter(job_id=job.pk, now=after(400))
+    assert cost.billable_s == 360 and cost.rate_per_hour == Decimal("2.99")
+    assert cost.segments[0]["rate_source"] == "provider" and cost.segments[0]["pod_id"] == pod_id
+    move(job, "completed", after(1000), pod=False)
+    job_settle(job_id=job.pk, now=after(1005))              # the pod is still there: not settled yet
+    cost = JobCost.objects.get(job=job)
+    assert cost.settled_at is None and cost.segments[0]["open"]
+    pod_down(job, after(1012), pod_id=pod_id)               # terminated 12 s after completion
+    job_settle(job_id=job.pk, now=after(1013))
+    cost = JobCost.objects.get(job=job)
+    assert cost.settled_at is not None and cost.billable_s == 972
+    assert cost.cost == cents(cost_exact(972, Decimal("2.99"))) == Decimal("0.81")
+
+
+def test_a_pod_without_a_reported_rate_is_estimated_at_the_catalog_until_one_is_read(organization, dataset):
+    from training.models import JobEvent
+
+    job = create_and_admit(organization, dataset)
+    move(job, "provisioning", T0, pod=False)
+    pod_id = pod_up(job, T0)
+    cost = job_cost_meter(job_id=job.pk, now=after(3600))
+    assert cost.rate_per_hour == Decimal("4.7600") and cost.segments[0]["rate_source"] == "catalog"
+    JobEvent.objects.create(job=job, event_id="rc-1", source="system", type="pod_cost",
+                            data={"pod_id": pod_id, "provider_rate": 2.5, "uptime_s": 3600})
+    cost = job_cost_meter(job_id=job.pk, now=after(7200))
+    assert cost.rate_per_hour == Decimal("2.5") and cost.cost == Decimal("5.00")
+
+
+def test_a_pod_never_confirmed_gone_is_settled_after_the_wait_billed_until_then(organization, dataset, settings):
+    settings.BILLING_POD_GONE_WAIT_S = 900
+    job = create_and_admit(organization, dataset)
+    move(job, "provisioning", T0, pod=False)
+    pod_up(job, T0, cost_per_hr=3.6)
+    move(job, "completed", after(600), pod=False)
+    job_settle(job_id=job.pk, now=after(1400))
+    assert JobCost.objects.get(job=job).settled_at is None  # still waiting for the provider
+    job_settle(job_id=job.pk, now=after(1501))
+    cost = JobCost.objects.get(job=job)
+    assert cost.settled_at is not None and cost.billable_s == 1501 and cost.cost == Decimal("1.50")
+    assert cost.reserved == 0 and not any(s["open"] for s in cost.segments)

@@ -22,6 +22,13 @@ Pod lifecycle: a new pod is RUNNING with `runtime: null` for `boot_s` seconds (s
 a runtime. `podTerminate` marks it TERMINATED and the pod query keeps showing it for
 `terminate_polls` more queries before it answers `pod: null`, so callers must poll to confirm.
 `evict(pod_id)` acts out a spot interruption (desiredStatus EXITED).
+
+Cost, the way RunPod reports and charges it: every pod has `costPerHr` (the GPU type's price on
+its cloud × GPU count, or the bid for a spot pod), `runtime.uptimeInSeconds` counts from the rent
+while it runs, and `ledger()` is the account's per-second bill: one line per pod, from the rent
+until it stops billing (terminated, stopped or evicted), whole seconds rounded up, cost = seconds ×
+costPerHr ÷ 3600. Refused creates (capacity, 401, bad bid) leave no line. `clock` (default
+`time.time`) may be replaced by a simulated clock.
 """
 from __future__ import annotations
 
@@ -250,12 +257,16 @@ class FakeRunPodServer:
         gpu_types: dict[str, dict[str, Any]] | None = None,
         boot_s: float = 0.0,
         terminate_polls: int = 2,
+        clock=time.time,
     ):
         self.api_key = api_key
         self.gpu_types = {k: dict(v) for k, v in (gpu_types or DEFAULT_GPU_TYPES).items()}
         self.boot_s = boot_s
         self.terminate_polls = terminate_polls
+        self.clock = clock
         self.pods: dict[str, dict[str, Any]] = {}
+        # pod id -> the bill of one pod (kept after the pod is gone, like an invoice).
+        self._ledger: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
         # GPU types with no capacity: an id (every cloud) or (id, "SECURE"|"COMMUNITY").
         self.sold_out: set[Any] = set()
@@ -323,6 +334,7 @@ class FakeRunPodServer:
             self.pods.clear()
             self.requests.clear()
             self.sold_out.clear()
+            self._ledger.clear()
 
     def operations(self) -> list[str]:
         with self._lock:
@@ -349,6 +361,32 @@ class FakeRunPodServer:
             pod["desiredStatus"] = "EXITED"
             pod["runtime"] = None
             pod["lastStatusChange"] = f"Exited by RunPod: {self._now_text()}"
+            self._bill_end(pod_id)
+
+    # -- the bill -----------------------------------------------------------------------------
+
+    def _bill_end(self, pod_id: str) -> None:
+        line = self._ledger.get(pod_id)
+        if line is not None and line["end"] is None:
+            line["end"] = self.clock()
+
+    def ledger(self, *, now: float | None = None) -> list[dict[str, Any]]:
+        """What each pod cost so far: id, name, costPerHr, start, end (None: still billing),
+        seconds (whole, rounded up), cost ($, unrounded)."""
+        import math  # noqa: PLC0415
+
+        now = self.clock() if now is None else now
+        with self._lock:
+            lines = []
+            for line in self._ledger.values():
+                end = line["end"] if line["end"] is not None else now
+                seconds = max(0, math.ceil(end - line["start"] - 1e-9))
+                lines.append({**line, "seconds": seconds, "cost": seconds * line["costPerHr"] / 3600})
+            return lines
+
+    def ledger_total(self, name_part: str = "", *, now: float | None = None) -> float:
+        """The bill of every pod whose name contains `name_part` (a job's uuid: all its pods)."""
+        return sum(line["cost"] for line in self.ledger(now=now) if name_part in line["name"])
 
     def pod_env(self, pod_id: str) -> dict[str, str]:
         with self._lock:
@@ -449,6 +487,7 @@ class FakeRunPodServer:
                 pod["desiredStatus"] = "TERMINATED"
                 pod["runtime"] = None
                 pod["_polls_left"] = self.terminate_polls
+                self._bill_end(pod["id"])
                 if self.terminate_polls <= 0:
                     del self.pods[pod["id"]]
                 return 200, {"data": {"podTerminate": None}}
@@ -459,6 +498,8 @@ class FakeRunPodServer:
                 if pod is None:
                     return 200, {"errors": [{"message": "pod not found"}], "data": {operation: None}}
                 pod["desiredStatus"] = "EXITED" if operation == "podStop" else "RUNNING"
+                if operation == "podStop":
+                    self._bill_end(pod["id"])
                 return 200, {"data": {operation: self._public(pod)}}
             if operation == "pod":
                 data = parse_input(query, "pod") or {}
@@ -550,17 +591,21 @@ class FakeRunPodServer:
             "machineId": "m-" + pod_id[:8],
             "machine": {"gpuDisplayName": g["displayName"]},
             "runtime": None,
-            "_created": time.time(),
+            "_created": self.clock(),
             "_gpu_type_id": gpu,
             "_cloud_type": cloud,
             "_polls_left": 0,
         }
         self.pods[pod_id] = pod
+        self._ledger[pod_id] = {"pod_id": pod_id, "name": pod["name"], "costPerHr": pod["costPerHr"],
+                                "start": pod["_created"], "end": None}
         return pod
 
     def _public(self, pod: dict[str, Any]) -> dict[str, Any]:
-        if pod["desiredStatus"] == "RUNNING" and pod["runtime"] is None and time.time() - pod["_created"] >= self.boot_s:
-            pod["runtime"] = {"uptimeInSeconds": int(time.time() - pod["_created"]), "ports": [], "gpus": []}
+        now = self.clock()
+        if pod["desiredStatus"] == "RUNNING" and now - pod["_created"] >= self.boot_s:
+            # RunPod's uptime counts from the rent while the pod runs (what it bills).
+            pod["runtime"] = {"uptimeInSeconds": int(now - pod["_created"]), "ports": [], "gpus": []}
         public = {k: v for k, v in pod.items() if not k.startswith("_")}
         public.update({
             "dockerArgs": "", "dockerId": None, "memoryInGb": 62, "vcpuCount": 8, "port": None,
@@ -568,7 +613,6 @@ class FakeRunPodServer:
         })
         return public
 
-    @staticmethod
-    def _now_text() -> str:
+    def _now_text(self) -> str:
         # The shape RunPod uses in lastStatusChange, e.g. "Fri Jan 12 2024 10:00:00 GMT+0000 (...)".
-        return time.strftime("%a %b %d %Y %H:%M:%S GMT+0000 (Coordinated Universal Time)", time.gmtime())
+        return time.strftime("%a %b %d %Y %H:%M:%S GMT+0000 (Coordinated Universal Time)", time.gmtime(self.clock()))

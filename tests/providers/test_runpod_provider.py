@@ -45,9 +45,11 @@ def pod_request(name: str = "brightrun-0d7c-1", **overrides) -> PodRequest:
 def test_create_on_demand_pod(runpod_provider, runpod_server):
     pod = runpod_provider.launch(pod_request())
 
-    assert pod.state == POD_STARTING and pod.name == "brightrun-0d7c-1" and not pod.spot
-    # create_pod checks the GPU type before it deploys; we look for a pod of that name first.
-    assert runpod_server.operations() == ["myPods", "gpuTypes", "podFindAndDeployOnDemand"]
+    assert pod.state in (POD_STARTING, POD_RUNNING) and pod.name == "brightrun-0d7c-1" and not pod.spot
+    # create_pod checks the GPU type before it deploys; we look for a pod of that name first, and
+    # read the new pod once for its own price (the create answer has none).
+    assert runpod_server.operations() == ["myPods", "gpuTypes", "podFindAndDeployOnDemand", "pod"]
+    assert pod.cost_per_hr == pytest.approx(0.69) and pod.started_at is not None
     assert {r.api_key for r in runpod_server.requests} == {"test-key-123"}
     deploy = runpod_server.requests_for("podFindAndDeployOnDemand")[0].input
     assert deploy["gpuTypeId"] == GPU and deploy["cloudType"] == "SECURE" and deploy["gpuCount"] == 1
@@ -332,3 +334,30 @@ def test_a_personal_runpod_config_is_never_used(tmp_path):
                                 text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert [r.api_key for r in server.requests] == ["service-key"]
+
+
+def test_launch_returns_the_pods_own_rate_and_the_fake_bills_like_runpod(runpod_provider, runpod_server):
+    """The rate a pod really costs comes back from launch (community on-demand, spot at its bid),
+    the pod reports its uptime, and the fake's ledger bills each pod from rent to terminate."""
+    clock = {"t": 1_800_000_000.0}
+    runpod_server.clock = lambda: clock["t"]
+    community = runpod_provider.launch(pod_request("brightrun-c-1", cloud_type="COMMUNITY"))
+    spot = runpod_provider.launch(pod_request("brightrun-s-1", spot=True, bid_per_gpu=0.31))
+    assert community.cost_per_hr == pytest.approx(0.34) and spot.cost_per_hr == pytest.approx(0.31)
+    assert community.started_at == pytest.approx(clock["t"], abs=1)
+    clock["t"] += 600
+    status = runpod_provider.status(community.pod_id)
+    assert status.uptime_s == pytest.approx(600, abs=1)
+    runpod_server.evict(spot.pod_id)
+    evicted = runpod_provider.status(spot.pod_id)
+    assert evicted.state == POD_TERMINATED and evicted.interrupted and evicted.ended_at == pytest.approx(clock["t"], abs=1)
+    clock["t"] += 300
+    assert runpod_provider.terminate(community.pod_id)
+    bill = {line["name"]: line for line in runpod_server.ledger()}
+    assert bill["brightrun-c-1"]["seconds"] == 900 and bill["brightrun-s-1"]["seconds"] == 600
+    assert runpod_server.ledger_total("brightrun-c-1") == pytest.approx(900 * 0.34 / 3600)
+    # A refused create leaves no line on the bill.
+    runpod_server.sold_out.add(GPU)
+    with pytest.raises(NoCapacityError):
+        runpod_provider.launch(pod_request("brightrun-n-1"))
+    assert runpod_server.ledger_total("brightrun-n-1") == 0

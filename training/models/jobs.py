@@ -40,6 +40,10 @@ class TrainingJob(models.Model):
     bid_per_gpu = models.DecimalField(max_digits=8, decimal_places=4, null=True, blank=True)
     gpu_count = models.PositiveSmallIntegerField(
         default=1, help_text="GPUs on the pod (RunPod gpuCount); several run DDP or FSDP, see docs/gpu-worker.md")
+    capacity_fallback = models.JSONField(
+        default=dict, blank=True,
+        help_text='what launch may take when there is no capacity: {"alternatives": [{"gpu_type", "cloud_type", '
+                  '"spot", "bid_per_gpu"}...], "on_demand_after_spot_failures": N}')
 
     status = models.CharField(max_length=20, choices=states.CHOICES, default=states.QUEUED, db_index=True)
     stage = models.CharField(max_length=20, blank=True, help_text="last stage the pod reported")

@@ -63,6 +63,7 @@ def get_provider(name: str | None = None, *, settings: Any = None) -> GpuProvide
             "command": list(getattr(settings, "LOCAL_WORKER_COMMAND", None)
                             or [sys.executable, "-m", "gpu_worker", "run"]),
             "extra_env": dict(getattr(settings, "LOCAL_POD_EXTRA_ENV", None) or {}),
+            "rate_per_hour": float(getattr(settings, "LOCAL_POD_RATE_PER_HOUR", 0) or 0),
         }
         factory = LocalProvider
     elif kind == "runpod":

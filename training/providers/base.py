@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,10 +62,19 @@ class PodInfo:
     spot: bool = False
     exit_code: int | None = None
     started_at: float | None = None  # unix seconds, when the provider says the pod started
+    # unix seconds, when the provider says the pod stopped (evicted, exited): it bills no more.
+    ended_at: float | None = None
+    # seconds the provider has billed this pod so far (RunPod's runtime.uptimeInSeconds)
+    uptime_s: float | None = None
     # True when the cloud stopped the pod (spot eviction, local `interrupt()`), not us.
     interrupted: bool = False
     # What the provider said about the pod's last change, for logs and the admin (free text).
     detail: str = ""
+
+
+def describe_request(request: PodRequest) -> str:
+    """`NVIDIA A40 (COMMUNITY, spot)`: how a launch candidate is named in messages."""
+    return f"{request.gpu_type_id} ({request.cloud_type}{', spot' if request.spot else ''})"
 
 
 class ProviderError(Exception):
@@ -128,14 +137,17 @@ class GpuProvider(abc.ABC):
         return None
 
     def launch_with_fallback(
-        self, request: PodRequest, alternatives: Iterable[Mapping[str, Any]] = ()
+        self, request: PodRequest, alternatives: Iterable[Mapping[str, Any]] = (),
+        on_refused: Callable[[PodRequest, NoCapacityError], None] | None = None,
     ) -> tuple[PodInfo, PodRequest]:
         """Launch `request`; on NoCapacityError try each alternative in order.
 
         An alternative is a mapping of PodRequest fields to change, e.g.
         `{"cloud_type": "COMMUNITY"}` or `{"gpu_type_id": "NVIDIA A40"}`. Returns the pod and the
         request that got it, so the caller can record the GPU type and cloud it really runs on.
-        Any error other than NoCapacityError stops the search at once.
+        `on_refused(candidate, error)` is called for each refusal (to record it). Any error other
+        than NoCapacityError stops the search at once; when all are refused the NoCapacityError
+        names every one that was tried.
         """
         candidates = [request] + [dataclasses.replace(request, **dict(alt)) for alt in alternatives]
         tried: list[str] = []
@@ -144,8 +156,10 @@ class GpuProvider(abc.ABC):
             try:
                 return self.launch(candidate), candidate
             except NoCapacityError as exc:
-                tried.append(f"{candidate.gpu_type_id} ({candidate.cloud_type}{', spot' if candidate.spot else ''})")
+                tried.append(describe_request(candidate))
                 last = exc
+                if on_refused is not None:
+                    on_refused(candidate, exc)
         assert last is not None
         raise NoCapacityError(
             f"no capacity for any of: {'; '.join(tried)}",

@@ -140,8 +140,12 @@ class LocalProvider(GpuProvider):
         *,
         terminate_grace_s: float = 10.0,
         kill_wait_s: float = 10.0,
+        rate_per_hour: float = 0.0,
     ):
         self.pods_dir = Path(pods_dir)
+        # $/h a local pod is reported to cost (LOCAL_POD_RATE_PER_HOUR): 0 is free; a price
+        # makes caps, alerts and reports testable end to end on one machine.
+        self.rate_per_hour = float(rate_per_hour or 0.0)
         self.command = list(command or DEFAULT_COMMAND)
         self.extra_env = dict(extra_env or {})
         self.terminate_grace_s = terminate_grace_s
@@ -294,7 +298,7 @@ class LocalProvider(GpuProvider):
             name=meta["name"],
             state=state,
             gpu_type_id=meta.get("gpu_type_id", ""),
-            cost_per_hr=0.0,
+            cost_per_hr=self.rate_per_hour,
             spot=bool(meta.get("spot")),
             exit_code=exit_code,
             started_at=meta.get("created"),

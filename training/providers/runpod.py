@@ -281,13 +281,27 @@ class RunPodProvider(GpuProvider):
                 f"RunPod did not return a pod id for {request.name}",
                 suggestion="retried automatically; the reconciler removes a pod that appears later",
             )
-        return PodInfo(
+        launched = PodInfo(
             pod_id=pod["id"],
             name=request.name,
             state=POD_STARTING,
             gpu_type_id=request.gpu_type_id,
             spot=request.spot,
             started_at=time.time(),
+        )
+        # The create mutations answer no price: read the pod once for its own costPerHr (what
+        # RunPod bills it) and its rent time. A failed read must not lose the pod we just got:
+        # the cost is then None and the reconciler reads it later.
+        try:
+            current = self.status(pod["id"])
+        except ProviderError:
+            current = None
+        if current is None:
+            return launched
+        return PodInfo(
+            pod_id=launched.pod_id, name=request.name, state=current.state, gpu_type_id=request.gpu_type_id,
+            cost_per_hr=current.cost_per_hr, spot=request.spot, started_at=current.started_at or launched.started_at,
+            uptime_s=current.uptime_s, detail=current.detail,
         )
 
     def _rent_spot(self, request: PodRequest, image: str) -> dict:
@@ -398,13 +412,19 @@ class RunPodProvider(GpuProvider):
         else:  # CREATED, RESTARTING...
             state = POD_STARTING
         detail = pod.get("lastStatusChange") or ""
-        started_at = None
+        started_at = ended_at = None
         m = _STATUS_TIME_RE.search(detail)
-        if m and desired == "RUNNING":
+        if m:
             try:
-                started_at = datetime.strptime(f"{m.group(1)} {m.group(2)}", "%a %b %d %Y %H:%M:%S %z").timestamp()
+                changed = datetime.strptime(f"{m.group(1)} {m.group(2)}", "%a %b %d %Y %H:%M:%S %z").timestamp()
             except ValueError:
-                started_at = None
+                changed = None
+            if desired == "RUNNING":
+                started_at = changed
+            elif desired in ("EXITED", "TERMINATED"):
+                ended_at = changed
+        runtime = pod.get("runtime") or {}
+        uptime = runtime.get("uptimeInSeconds")
         cost = pod.get("costPerHr")
         return PodInfo(
             pod_id=pod["id"],
@@ -416,6 +436,8 @@ class RunPodProvider(GpuProvider):
             spot=spot,
             exit_code=None,
             started_at=started_at,
+            ended_at=ended_at,
+            uptime_s=float(uptime) if uptime is not None else None,
             interrupted=interrupted,
             detail=detail,
         )

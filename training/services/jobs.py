@@ -77,6 +77,57 @@ def job_config_resolve(*, preset: str, overrides: dict[str, Any], base_model: st
                              detail={"errors": exc.errors}) from exc
 
 
+_FALLBACK_KEYS = {"gpu_type", "cloud_type", "spot", "bid_per_gpu"}
+
+
+def capacity_fallback_clean(value, *, gpu_type: str, cloud_type: str, spot: bool) -> dict[str, Any]:
+    """Validate what a job accepts when its GPU type has no capacity: `alternatives`, tried in
+    order (each changes some of gpu_type, cloud_type, spot, bid_per_gpu), and for a spot job
+    `on_demand_after_spot_failures` (N spot capacity refusals, then on-demand is tried too)."""
+    if not value:
+        return {}
+    if not isinstance(value, dict) or set(value) - {"alternatives", "on_demand_after_spot_failures"}:
+        raise JobConfigError('capacity_fallback must be {"alternatives": [...], "on_demand_after_spot_failures": N}',
+                             detail={"field": "capacity_fallback"})
+    alternatives = value.get("alternatives") or []
+    if not isinstance(alternatives, list) or len(alternatives) > 8:
+        raise JobConfigError("capacity_fallback.alternatives must be a list of at most 8 alternatives",
+                             detail={"field": "capacity_fallback"})
+    cleaned = []
+    for i, alt in enumerate(alternatives):
+        if not isinstance(alt, dict) or not alt or set(alt) - _FALLBACK_KEYS:
+            raise JobConfigError(f"capacity_fallback.alternatives[{i}] must change some of "
+                                 f"{', '.join(sorted(_FALLBACK_KEYS))}", detail={"field": "capacity_fallback"})
+        alt = dict(alt)
+        if "cloud_type" in alt:
+            alt["cloud_type"] = str(alt["cloud_type"]).upper()
+            if alt["cloud_type"] not in ("SECURE", "COMMUNITY"):
+                raise JobConfigError(f"capacity_fallback.alternatives[{i}].cloud_type must be SECURE or COMMUNITY",
+                                     detail={"field": "capacity_fallback"})
+        if "spot" in alt:
+            alt["spot"] = bool(alt["spot"])
+        if alt.get("bid_per_gpu") is not None:
+            try:
+                if float(alt["bid_per_gpu"]) <= 0:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise JobConfigError(f"capacity_fallback.alternatives[{i}].bid_per_gpu must be a price > 0",
+                                     detail={"field": "capacity_fallback"}) from None
+            alt["bid_per_gpu"] = str(alt["bid_per_gpu"])
+        cleaned.append(alt)
+    out: dict[str, Any] = {"alternatives": cleaned}
+    n = value.get("on_demand_after_spot_failures")
+    if n is not None:
+        if not spot:
+            raise JobConfigError("on_demand_after_spot_failures applies to spot jobs only",
+                                 detail={"field": "capacity_fallback"})
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise JobConfigError("on_demand_after_spot_failures must be a whole number ≥ 1",
+                                 detail={"field": "capacity_fallback"})
+        out["on_demand_after_spot_failures"] = n
+    return out
+
+
 @transaction.atomic
 def job_create(
     *,
@@ -97,6 +148,7 @@ def job_create(
     notes: str = "",
     parent: TrainingJob | None = None,
     test_hooks: dict[str, Any] | None = None,
+    capacity_fallback: dict[str, Any] | None = None,
     start: bool = True,
 ) -> TrainingJob:
     """Create a queued job and (on commit) launch it. Refused before anything is written when the
@@ -110,6 +162,8 @@ def job_create(
     if not isinstance(gpu_count, int) or isinstance(gpu_count, bool) or not 1 <= gpu_count <= MAX_GPUS_PER_POD:
         raise JobConfigError(f"gpu_count must be a whole number from 1 to {MAX_GPUS_PER_POD} (GPUs on one pod), "
                              f"not {gpu_count!r}", detail={"field": "gpu_count"})
+    capacity_fallback = capacity_fallback_clean(capacity_fallback, gpu_type=gpu_type or settings.DEFAULT_GPU_TYPE,
+                                                cloud_type=cloud_type, spot=spot)
     if test_hooks and not settings.ALLOW_TEST_HOOKS:
         raise JobConfigError("test hooks are disabled on this server (ALLOW_TEST_HOOKS)")
     job = TrainingJob.objects.create(
@@ -131,6 +185,7 @@ def job_create(
         notes=notes,
         parent=parent,
         test_hooks=test_hooks or {},
+        capacity_fallback=capacity_fallback,
         stage_times={states.QUEUED: timezone.now().isoformat()},
     )
     billing.job_admit(job=job)  # raises BudgetExceeded → the transaction rolls back, nothing is created

@@ -7,6 +7,7 @@ under the lock afterwards.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from training.models import Checkpoint, JobEvent, TrainingJob
 from training.providers import (
     POD_EXITED,
     POD_TERMINATED,
+    NoCapacityError,
     PodRequest,
     ProviderError,
     get_provider,
@@ -27,11 +29,15 @@ from training.providers import (
     pod_name_prefix,
 )
 from training.services.jobs import _move, job_spec_build, job_stopped
+from training.providers.base import describe_request
 from training.services.pod_events import interruption_record
 
 logger = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 75
+# `<prefix>-<job uuid>-<attempt>`: every pod names its job, so a pod confirmed gone is billed to it
+# even when the job has moved on to another pod.
+_POD_NAME_JOB_RE = re.compile(r"-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-(\d+)$")
 
 
 class PodStillAlive(Exception):
@@ -85,13 +91,33 @@ def job_launch(*, job_id) -> LaunchOutcome:
         request = _pod_request(job)
         provider_name = job.provider
 
+        alternatives = _launch_alternatives(job)
+
     provider = get_provider(provider_name)
     existing = provider.find_by_name(request.name)
-    pod = existing or provider.launch(request)
+    used = request
+    if existing is not None:
+        pod = existing
+    elif alternatives:
+        pod, used = provider.launch_with_fallback(
+            request, alternatives, on_refused=lambda candidate, exc: _capacity_refused_record(job_id, candidate))
+    else:
+        try:
+            pod = provider.launch(request)
+        except NoCapacityError:
+            _capacity_refused_record(job_id, request)
+            raise
 
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().get(pk=job_id)
-        if job.pod_name != request.name or job.is_terminal:
+        superseded = job.pod_name != request.name or job.is_terminal
+        if used is not request and not superseded:
+            _fallback_record(job, request, used)
+        request = used
+        # The pod exists and bills from its own start: recorded for billing even when it is
+        # superseded (the job that rented it pays for it until it is confirmed gone).
+        pod_started_record(job, pod, request, adopted=bool(existing))
+        if superseded:
             # Cancelled (or superseded) while we were launching: this pod belongs to nobody.
             from training import tasks
 
@@ -100,21 +126,123 @@ def job_launch(*, job_id) -> LaunchOutcome:
         job.pod_id = pod.pod_id
         job.launched_at = job.launched_at or timezone.now()
         job.save(update_fields=["pod_id", "launched_at", "updated_at"])
-        if pod.cost_per_hr is not None:
-            # Billing meters each attempt at the rate of the pod actually rented, read from the
-            # transition that opened the attempt.
-            opened = (JobEvent.objects.filter(job=job, type="transition", to_status=states.PROVISIONING,
-                                              attempt=job.attempt).order_by("-created_at", "-id").first())
-            if opened is not None:
-                opened.data = {**(opened.data or {}), "cost_per_hr": pod.cost_per_hr}
-                opened.save(update_fields=["data"])
-        JobEvent.objects.get_or_create(
-            job=job, event_id=f"pod-{request.name}",
-            defaults={"source": JobEvent.SOURCE_SYSTEM, "type": "pod_adopted" if existing else "pod_launched",
-                      "attempt": job.attempt,
-                      "message": f"pod {pod.pod_id} ({request.gpu_type_id}, {'spot' if request.spot else 'on-demand'})",
-                      "data": {"pod_id": pod.pod_id, "pod_name": request.name, "cost_per_hr": pod.cost_per_hr}})
     return LaunchOutcome("adopted" if existing else "launched", pod.pod_id, request.name)
+
+
+def _capacity_refused_record(job_id, candidate: PodRequest) -> None:
+    """A create refused for capacity (free: no pod): counted for the on-demand fallback."""
+    with transaction.atomic():
+        job = TrainingJob.objects.filter(pk=job_id).only("pk", "attempt").first()
+        if job is not None:
+            JobEvent.objects.create(
+                job=job, event_id=f"capacity-{secrets.token_hex(6)}", source=JobEvent.SOURCE_SYSTEM,
+                type="capacity_refused", attempt=job.attempt,
+                message=f"no capacity for {describe_request(candidate)}",
+                data={"gpu_type": candidate.gpu_type_id, "cloud_type": candidate.cloud_type, "spot": candidate.spot})
+
+
+def _launch_alternatives(job: TrainingJob) -> list[dict]:
+    """The PodRequest changes the job accepts when its own choice has no capacity, in order; for a
+    spot job with `on_demand_after_spot_failures` N, on-demand (same GPU and cloud) once N spot
+    creates were refused."""
+    fallback = job.capacity_fallback or {}
+    out = []
+    for alt in fallback.get("alternatives") or []:
+        change = {}
+        if "gpu_type" in alt:
+            change["gpu_type_id"] = alt["gpu_type"]
+        if "cloud_type" in alt:
+            change["cloud_type"] = alt["cloud_type"]
+        if "spot" in alt:
+            change["spot"] = bool(alt["spot"])
+        if alt.get("bid_per_gpu") is not None:
+            change["bid_per_gpu"] = float(alt["bid_per_gpu"])
+        if not change.get("spot", job.spot):
+            change["bid_per_gpu"] = None
+        out.append(change)
+    n = fallback.get("on_demand_after_spot_failures")
+    if job.spot and n:
+        refused = JobEvent.objects.filter(job=job, type="capacity_refused", data__spot=True).count()
+        if refused >= n:
+            out.append({"spot": False, "bid_per_gpu": None})
+    return out
+
+
+def _fallback_record(job: TrainingJob, wanted: PodRequest, used: PodRequest) -> None:
+    """The launch got an alternative: the job now runs (and is estimated) on what it got."""
+    job.gpu_type, job.cloud_type, job.spot = used.gpu_type_id, used.cloud_type, used.spot
+    job.bid_per_gpu = used.bid_per_gpu if used.spot else None
+    job.save(update_fields=["gpu_type", "cloud_type", "spot", "bid_per_gpu", "updated_at"])
+    JobEvent.objects.create(
+        job=job, event_id=f"fallback-{job.attempt}-{secrets.token_hex(4)}", source=JobEvent.SOURCE_SYSTEM,
+        type="capacity_fallback", attempt=job.attempt,
+        message=f"no capacity for {describe_request(wanted)}; launched on {describe_request(used)}, "
+                "an alternative the job accepts",
+        data={"wanted": {"gpu_type": wanted.gpu_type_id, "cloud_type": wanted.cloud_type, "spot": wanted.spot},
+              "got": {"gpu_type": used.gpu_type_id, "cloud_type": used.cloud_type, "spot": used.spot,
+                      "bid_per_gpu": used.bid_per_gpu}})
+    from training.signals import job_relaunched_elsewhere
+
+    job_id = str(job.pk)
+    transaction.on_commit(lambda: job_relaunched_elsewhere.send(sender=TrainingJob, job_id=job_id))
+
+
+def pod_started_record(job: TrainingJob, pod, request: PodRequest | None = None, *, adopted: bool = False) -> JobEvent:
+    """The audit row billing opens a pod's segment from: the pod's id, its own start time (the
+    provider's, else now) and its own $/h as the provider reported it (None: not known yet; the
+    reconciler reads it). One per pod name; idempotent."""
+    gpu = request.gpu_type_id if request is not None else job.gpu_type
+    cloud = request.cloud_type if request is not None else job.cloud_type
+    spot = request.spot if request is not None else job.spot
+    started = pod.started_at if pod.started_at else timezone.now().timestamp()
+    event, _ = JobEvent.objects.get_or_create(
+        job=job, event_id=f"pod-{pod.name or job.pod_name}",
+        defaults={"source": JobEvent.SOURCE_SYSTEM, "type": "pod_adopted" if adopted else "pod_launched",
+                  "attempt": job.attempt,
+                  "message": f"pod {pod.pod_id} ({gpu}, {cloud.lower()}, {'spot' if spot else 'on-demand'}"
+                             + (f", ${pod.cost_per_hr:g}/h" if pod.cost_per_hr is not None else "") + ")",
+                  "data": {"pod_id": pod.pod_id, "pod_name": pod.name or job.pod_name, "cost_per_hr": pod.cost_per_hr,
+                           "started_at": started, "gpu_type": gpu, "cloud_type": cloud, "spot": bool(spot),
+                           "bid_per_gpu": str(job.bid_per_gpu) if spot and job.bid_per_gpu is not None else None,
+                           "provider": job.provider}})
+    return event
+
+
+def job_of_pod(pod_name: str) -> TrainingJob | None:
+    m = _POD_NAME_JOB_RE.search(pod_name or "")
+    return TrainingJob.objects.filter(pk=m.group(1)).first() if m else None
+
+
+def pod_gone_record(*, pod_id: str, pod_name: str = "", ended_at: float | None = None, how: str) -> bool:
+    """Record that the provider confirmed the pod gone (or no longer billing): billing closes its
+    segment at `ended_at` (the provider's own time when it gave one, else now). Only pods a job
+    recorded as started; idempotent. Returns True when this call recorded it."""
+    job = None
+    if pod_name:
+        job = job_of_pod(pod_name)
+    if job is None:
+        started = (JobEvent.objects.filter(type__in=("pod_launched", "pod_adopted"), data__pod_id=pod_id)
+                   .select_related("job").first())
+        job = started.job if started is not None else None
+    if job is None:
+        return False
+    started = JobEvent.objects.filter(job=job, type__in=("pod_launched", "pod_adopted"), data__pod_id=pod_id).first()
+    if started is None:
+        return False
+    now = timezone.now().timestamp()
+    ended = min(float(ended_at), now) if ended_at else now
+    _, created = JobEvent.objects.get_or_create(
+        job=job, event_id=f"pod-gone-{pod_id}",
+        defaults={"source": JobEvent.SOURCE_SYSTEM, "type": "pod_gone", "attempt": started.attempt,
+                  "message": f"pod {pod_id} is gone ({how}); it bills no more",
+                  "data": {"pod_id": pod_id, "pod_name": started.data.get("pod_name", pod_name),
+                           "ended_at": max(ended, float(started.data.get("started_at") or ended)), "how": how}})
+    if created:
+        from training.signals import pod_gone
+
+        job_id = str(job.pk)
+        transaction.on_commit(lambda: pod_gone.send(sender=TrainingJob, job_id=job_id, pod_id=pod_id))
+    return created
 
 
 def job_launch_failed(*, job_id, error: ProviderError) -> None:
@@ -144,6 +272,7 @@ def job_pod_terminate(*, job_id) -> bool:
         pod_id = found.pod_id
     if not provider.terminate(pod_id):
         raise PodStillAlive(f"pod {pod_id} is still running")
+    pod_gone_record(pod_id=pod_id, pod_name=job.pod_name, how="terminated")
     return True
 
 
@@ -158,7 +287,8 @@ def job_signal_stop(*, job_id) -> None:
                 if not locked.is_terminal:
                     job_stopped(locked, "stopped before the pod started")
         return
-    get_provider(job.provider).terminate(job.pod_id)
+    if get_provider(job.provider).terminate(job.pod_id):
+        pod_gone_record(pod_id=job.pod_id, pod_name=job.pod_name, how="terminated on a stop request")
 
 
 def job_resume(*, job_id) -> bool:
@@ -235,9 +365,14 @@ def pods_reconcile(*, now=None) -> ReconcileReport:
 
         for pod in pods:
             job = owner.get(pod.name)
+            if pod.state in (POD_EXITED, POD_TERMINATED):
+                # Stopped or evicted: it bills no more from the provider's own time.
+                pod_gone_record(pod_id=pod.pod_id, pod_name=pod.name, ended_at=pod.ended_at,
+                                how="evicted" if pod.interrupted else "exited")
             if job is None and _age_s(pod.started_at, now_ts) >= settings.POD_ORPHAN_GRACE_S:
                 if provider.terminate(pod.pod_id):
                     report.orphans_terminated.append(pod.name)
+                    pod_gone_record(pod_id=pod.pod_id, pod_name=pod.name, how="terminated (no live job)")
 
         for job in jobs:
             if job.status == states.QUEUED and seconds_in_state(job, states.QUEUED, now_dt) > settings.LAUNCH_STALL_S:
@@ -262,6 +397,10 @@ def pods_reconcile(*, now=None) -> ReconcileReport:
                 continue
             info = pod if pod is not None else provider.status(job.pod_id)
             if info is None or info.state in (POD_EXITED, POD_TERMINATED):
+                pod_gone_record(pod_id=job.pod_id, pod_name=job.pod_name,
+                                ended_at=info.ended_at if info is not None else None,
+                                how="gone from the provider" if info is None else
+                                ("evicted" if info.interrupted else "exited"))
                 outcome = _pod_gone(job.pk, info, now_dt)
                 if outcome == states.INTERRUPTED:
                     report.jobs_interrupted.append(str(job.pk))
@@ -270,7 +409,8 @@ def pods_reconcile(*, now=None) -> ReconcileReport:
                 continue
             last = job.last_event_at or job.launched_at
             if last and (now_dt - last).total_seconds() > _silence_limit(job):
-                provider.terminate(job.pod_id)
+                if provider.terminate(job.pod_id):
+                    pod_gone_record(pod_id=job.pod_id, pod_name=job.pod_name, how="terminated (silent pod)")
                 if _interrupt(job.pk, f"no event from the pod for {int((now_dt - last).total_seconds())} s; "
                                       "it was terminated and the job resumes from its last checkpoint"):
                     report.jobs_interrupted.append(str(job.pk))
@@ -296,6 +436,7 @@ def _adopt(job_id, pod) -> None:
             job.pod_id = pod.pod_id
             job.launched_at = job.launched_at or timezone.now()
             job.save(update_fields=["pod_id", "launched_at", "updated_at"])
+            pod_started_record(job, pod, adopted=True)
 
 
 def _interrupt(job_id, reason: str) -> bool:
@@ -334,4 +475,5 @@ def _pod_gone(job_id, info, now_dt) -> str | None:
 
 
 __all__ = ["LaunchOutcome", "PodStillAlive", "ReconcileReport", "job_launch", "job_launch_failed",
-           "job_pod_terminate", "job_resume", "job_signal_stop", "pods_reconcile"]
+           "job_of_pod", "job_pod_terminate", "job_resume", "job_signal_stop", "pod_gone_record",
+           "pod_started_record", "pods_reconcile"]

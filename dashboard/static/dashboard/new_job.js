@@ -49,6 +49,7 @@
       $("estimate").className = "estimate";
       $("estimate").textContent = `$${e.cost.point} (between $${e.cost.low} and $${e.cost.high}), ` +
         `${BR.duration(e.duration_s.point)} (${BR.duration(e.duration_s.low)}–${BR.duration(e.duration_s.high)}) at $${e.rate_per_hour}/h${warn}`;
+      $("estimate-accuracy").textContent = e.accuracy ? e.accuracy.text : "";
     } catch (err) {
       $("estimate").className = "estimate error";
       $("estimate").textContent = err.status === 404 ? "Estimates are not available on this server." : err.message;
