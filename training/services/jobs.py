@@ -376,6 +376,7 @@ def job_retry(*, job_id, created_by=None, apply_fix: bool = False, resume: bool 
         organization=old.organization, dataset=old.dataset, created_by=created_by or old.created_by,
         preset=old.preset, overrides=overrides, base_model=old.base_model, gpu_type=old.gpu_type,
         cloud_type=old.cloud_type, spot=old.spot, bid_per_gpu=old.bid_per_gpu, gpu_count=old.gpu_count,
+        capacity_fallback=old.capacity_fallback or None,
         provider=old.provider, client=old.client, name=f"{old.name} (retry)", parent=old, test_hooks=old.test_hooks, start=False,
     )
     if resume:
