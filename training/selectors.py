@@ -447,3 +447,9 @@ def dataset_emotion_labels(*, dataset: Dataset) -> list[str]:
     """The dataset's own client-emotion labels (stats["emotion_labels"]["labels"]); empty for a
     dataset imported before the labels were recorded."""
     return list(((dataset.stats or {}).get("emotion_labels") or {}).get("labels") or [])
+
+
+def jobs_validation_warnings(*, organization, job_ids: list) -> list[str]:
+    """validation_sets_compare for the datasets of the jobs a compare page shows."""
+    datasets = list(Dataset.objects.filter(organization=organization, jobs__pk__in=job_ids).distinct())
+    return validation_sets_compare(datasets=datasets)
