@@ -15,6 +15,8 @@ docs/performance.md records them. Names:
   api        job list, job detail, metric series: latency and queries, small vs 1,000 jobs / 1M points
   demo       `make demo` wall time, cold and warm; start to first metric
   estimator  duration and cost estimate error over a (synthetic) history of runs
+  import     dataset import through the API (the 4 MB, 72-conversation file; 0.6 MB sample; training.jsonl)
+             and its background statistics task
   gpu        QLoRA tokens/s, memory and MFU on CUDA (8B and a slice of 70B) -- only with --gpu or by name
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CPU_BENCHMARKS = ("runtime", "tokens", "ingest", "api", "demo", "estimator")
+CPU_BENCHMARKS = ("runtime", "tokens", "ingest", "api", "demo", "estimator", "import")
 ALL = (*CPU_BENCHMARKS, "gpu")
 
 
@@ -47,6 +49,7 @@ def commands(quick: bool) -> dict[str, list[str]]:
         "api": _script("benchmarks/api_latency.py", ["--quick"] if quick else []),
         "demo": _script("benchmarks/demo_wall.py", []),
         "estimator": _script("benchmarks/billing_estimator.py", ["--jobs", "20"] if quick else ["--jobs", "60", "--seed", "3"]),
+        "import": _script("benchmarks/dataset_import.py", ["--repeats", "2"] if quick else ["--repeats", "5"]),
         "gpu": _script("benchmarks/gpu/qlora_throughput.py", ["--steps", "3", "--warmup", "1"] if quick else []),
     }
 
