@@ -160,6 +160,27 @@ def test_stuck_pending_statistics_are_sent_again(organization, sample_file, tmp_
     assert dataset_stats_redrive() == []  # young: its task may still be on its way
     Dataset.objects.filter(pk=ds.pk).update(created_at=timezone.now() - timedelta(seconds=120))
     assert dataset_stats_redrive() == [str(ds.pk)] and sent == [str(ds.pk)]
+    assert dataset_stats_redrive() == []  # sent once per DATASET_STATS_REDRIVE_S, not every reconcile
+
+
+def test_admin_lists_the_status_and_recounts(organization, sample_file, tmp_path, settings, monkeypatch):
+    from django.contrib.auth import get_user_model
+
+    settings.TOKENIZER_PATH = _tokenizer(tmp_path)
+    ds = _import(organization, sample_file.read_bytes(), "s.json")
+    ds = dataset_stats_compute(dataset_id=ds.pk)
+    sent = []
+    from training import tasks
+
+    monkeypatch.setattr(tasks.dataset_stats_compute, "delay", lambda pk: sent.append(pk))
+    client = Client()
+    client.force_login(get_user_model().objects.create_superuser("root", password="pw-root-1"))
+    page = client.get("/admin/training/dataset/")
+    assert page.status_code == 200 and "ready" in page.content.decode().lower()
+    response = client.post("/admin/training/dataset/", {"action": "stats_recompute", "_selected_action": [str(ds.pk)]})
+    assert response.status_code == 302 and sent == [str(ds.pk)]
+    ds.refresh_from_db()
+    assert ds.stats_status == StatsStatus.PENDING
 
 
 def test_dataset_stats_command(organization, sample_file, tmp_path, settings):

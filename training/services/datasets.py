@@ -283,14 +283,23 @@ def dataset_stats_compute(*, dataset_id, tokenizer_path: str | None = None) -> D
 
 def dataset_stats_redrive() -> list[str]:
     """Datasets whose statistics are pending for longer than DATASET_STATS_REDRIVE_S (their task
-    lost or its worker gone): the task is sent again. Returns their ids."""
+    lost or its worker gone): the task is sent again, at most once per DATASET_STATS_REDRIVE_S
+    (stats_updated_at records the send). Returns their ids."""
     from datetime import timedelta
+
+    from django.db.models import Q
 
     from training.tasks import dataset_stats_compute as task
 
-    cutoff = timezone.now() - timedelta(seconds=settings.DATASET_STATS_REDRIVE_S)
-    ids = [str(pk) for pk in Dataset.objects.filter(stats_status=StatsStatus.PENDING, created_at__lt=cutoff)
-           .values_list("pk", flat=True)[:100]]
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.DATASET_STATS_REDRIVE_S)
+    stuck = Dataset.objects.filter(Q(stats_updated_at__lt=cutoff) | Q(stats_updated_at__isnull=True, created_at__lt=cutoff),
+                                   stats_status=StatsStatus.PENDING)
+    ids = [str(pk) for pk in stuck.values_list("pk", flat=True)[:100]]
+    if ids:
+        Dataset.objects.filter(pk__in=ids).update(stats_updated_at=now)
+        logger.warning("dataset statistics pending for more than %s s: task sent again for %s",
+                       settings.DATASET_STATS_REDRIVE_S, ", ".join(ids))
     for pk in ids:
         task.delay(pk)
     return ids
