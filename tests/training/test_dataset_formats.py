@@ -142,6 +142,15 @@ def test_too_many_files_is_refused_with_the_setting(organization, sample_file, s
     assert Dataset.objects.count() == 0
 
 
+def test_several_files_together_over_the_limit(organization, sample_file, settings):
+    files = conversation_files(_doc(sample_file))[:4]
+    settings.DATASET_MAX_BYTES = sum(len(raw) for _n, raw in files) - 1
+    with pytest.raises(DatasetImportError) as info:
+        dataset_import(organization=organization, files=[(n, raw, None) for n, raw in files])
+    assert "files together" in info.value.message and info.value.http_status == 413
+    assert Dataset.objects.count() == 0
+
+
 def test_a_bad_file_among_several_is_named(organization, sample_file, storage_root):
     files = conversation_files(_doc(sample_file))[:3]
     files.append(("notes.json", b'{"title": "my notes"}'))
@@ -395,7 +404,27 @@ def test_a_changed_system_prompt_is_warned_per_pair():
      ["training.jsonl (one training pair per line)", "keys note", "line 2"]),
 ])
 def test_every_refused_file_names_the_format_found_and_what_to_do(raw, words):
+    """An unknown shape says what was found; a known one says what it was read as (below)."""
     with pytest.raises(DatasetImportError) as info:
         parse(raw)
     for word in words:
         assert word in info.value.message, info.value.message
+
+
+def _no_prompt(doc):
+    doc["conversations"][0]["training_pairs"][1]["system_prompt"] = ""
+    return doc
+
+
+@pytest.mark.parametrize("build, fmt, place", [
+    (lambda d: json.dumps(_no_prompt(d)).encode(), "brightrun-lora-v4", "$.conversations[0].training_pairs[1]"),
+    (lambda d: training_jsonl(_no_prompt(d)), "training.jsonl", "line 2"),
+    (lambda d: conversation_files(_no_prompt(d))[0][1], "single-conversation file", "$.training_pairs[1]"),
+])
+def test_a_refused_known_format_names_it_the_place_and_what_to_do(sample_file, build, fmt, place):
+    doc = _doc(sample_file)
+    with pytest.raises(DatasetImportError) as info:
+        parse(build(doc))
+    message = info.value.message
+    assert place in message and "system_prompt is missing or empty" in message
+    assert "every pair needs the system prompt" in message and "read as" in message and fmt in message, message

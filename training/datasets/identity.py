@@ -30,16 +30,20 @@ def dedupe(normalized: NormalizedDataset) -> NormalizedDataset:
     """Stamp every conversation with its `conversation_hash` and keep the first of each content."""
     seen: set[str] = set()
     kept = []
+    dropped = []
     for conv in normalized.conversations:
         digest = conv.get("conversation_hash") or conversation_hash(conv)
         conv["conversation_hash"] = digest
         if digest in seen:
-            normalized.duplicates_removed += 1
-            normalized.warnings.append(f"conversation {conv['conversation_id']} has the same content as an earlier "
-                                       "one and is imported once")
+            dropped.append(conv["conversation_id"])
             continue
         seen.add(digest)
         kept.append(conv)
+    if dropped:
+        normalized.duplicates_removed += len(dropped)
+        shown = ", ".join(dropped[:10]) + (f" and {len(dropped) - 10} more" if len(dropped) > 10 else "")
+        normalized.warnings.append(f"{len(dropped)} conversations have the same content as an earlier one and are "
+                                   f"imported once: {shown}")
     normalized.conversations = kept
     return normalized
 

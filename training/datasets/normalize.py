@@ -27,6 +27,12 @@ CHAT_JSONL_FORMAT = "chat-jsonl"
 MIXED_FORMAT = "mixed"  # several files of different formats imported as one dataset
 SUPPORTED_FORMAT_SPECS = (BRIGHTRUN_FORMAT,)
 ON_ERROR_CHOICES = ("fail", "skip")
+FORMAT_NAMES = {
+    BRIGHTRUN_FORMAT: "a Bright Run training file (brightrun-lora-v4)",
+    BRIGHTRUN_JSONL_FORMAT: "the Bright Run app's training.jsonl (one training pair per line)",
+    BRIGHTRUN_CONVERSATION_FORMAT: "a Bright Run single-conversation file (dataset_metadata + training_pairs)",
+    CHAT_JSONL_FORMAT: "chat JSONL (one {\"messages\": [...]} per line)",
+}
 
 SKIP_CLIENT_TURN = "client turn: target_response is null (not a training target)"
 SKIP_EMPTY_TARGET = "target_response is empty"
@@ -202,9 +208,9 @@ def parse(raw: bytes, *, on_error: str = "fail") -> NormalizedDataset:
         pass
     if isinstance(first, dict):
         if "messages" in first:
-            return normalize_chat_jsonl(text, on_error=on_error)
+            return _read_as(CHAT_JSONL_FORMAT, normalize_chat_jsonl, text, on_error)
         if set(first) == {"_meta"} or _looks_like_pair(first):
-            return normalize_brightrun_jsonl(text, on_error=on_error)
+            return _read_as(BRIGHTRUN_JSONL_FORMAT, normalize_brightrun_jsonl, text, on_error)
     try:
         data = _loads(text, "document")
     except json.JSONDecodeError as exc:
@@ -220,12 +226,25 @@ def parse(raw: bytes, *, on_error: str = "fail") -> NormalizedDataset:
         raise DatasetImportError(f"the top level must be a JSON object (found {_type_name(data)})", location="$",
                                  code="unknown_format")
     if "training_file_metadata" in data:
-        return normalize_brightrun(data, on_error=on_error)
+        return _read_as(BRIGHTRUN_FORMAT, normalize_brightrun, data, on_error)
     if "training_pairs" in data and "conversations" not in data:
         if "dataset_metadata" not in data:
             data = {**data, "dataset_metadata": {}}
-        return normalize_brightrun_conversation(data, on_error=on_error)
+        return _read_as(BRIGHTRUN_CONVERSATION_FORMAT, normalize_brightrun_conversation, data, on_error)
     raise DatasetImportError(_unknown_object_message(data), location="$", code="unknown_format")
+
+
+def _read_as(fmt: str, normalize, content, on_error: str) -> NormalizedDataset:
+    """Normalize `content` in format `fmt`; an error says which format the file was read as, so
+    that one message names the format found, the place and what to do."""
+    try:
+        return normalize(content, on_error=on_error)
+    except DatasetImportError as exc:
+        if exc.code in ("unknown_format",) or "(read as " in exc.message:
+            raise
+        bare = exc.message[len(exc.location) + 2:] if exc.location else exc.message
+        raise type(exc)(f"{bare} (the file was read as {FORMAT_NAMES[fmt]})", location=exc.location,
+                        code=exc.code) from exc
 
 
 # --------------------------------------------------------------------------- Bright Run

@@ -157,9 +157,16 @@ def dataset_import(
     several = len(files) > 1
     raws: list[tuple[str, bytes]] = []
     parts = []
+    total = 0
     for i, (fname, src, hint) in enumerate(files):
         label = fname or f"file {i + 1}"
         raw = _read_limited(src, settings.DATASET_MAX_BYTES, hint, where=label if several else "file")
+        total += len(raw)
+        if total > settings.DATASET_MAX_BYTES:
+            mb = 1024 * 1024
+            raise DatasetTooLarge(f"the files together are more than {settings.DATASET_MAX_BYTES / mb:.0f} MB, the limit "
+                                  "of one import (DATASET_MAX_BYTES); import them in several datasets or raise the limit",
+                                  location=label)
         try:
             parts.append((label, parse(raw, on_error=on_error)))
         except DatasetImportError as exc:
