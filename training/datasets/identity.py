@@ -13,11 +13,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from training.datasets.normalize import (
-    MIXED_FORMAT,
-    NormalizedDataset,
-    to_jsonl,  # noqa: F401 - re-exported for callers that build stored files
-)
+from training.datasets.normalize import MIXED_FORMAT, NormalizedDataset
 from training.errors import DatasetImportError
 
 

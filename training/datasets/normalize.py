@@ -1,13 +1,17 @@
 """Parse training files and normalize them to the canonical form (docs/dataset-format.md).
 
-Two input formats:
+Input formats (docs/dataset-format.md, "Accepted input formats"):
 - Bright Run `brightrun-lora-v4` JSON: conversations of training pairs, where every pair repeats
   the whole earlier conversation. The transcript is rebuilt once per conversation: client-turn
   pairs (`target_response: null`) contribute their user message, consultant pairs their reply, and
   the user message each consultant pair repeats in `current_user_input` is not added twice.
+- the app's per-conversation v4 file (dataset_metadata + consultant_profile + training_pairs);
+- the app's training.jsonl (optional {"_meta"} line, then one pair per line, client turns left out);
 - OpenAI-style chat JSONL: one `{"messages": [...]}` per line.
 
-Every error names its place (JSON path, conversation and pair id, or JSONL line) and says what to do.
+Imperfect conversations the app lets through (consultant first, two turns of one role in a row)
+are shaped by `tidy_turns` and counted. Every error names its place (JSON path, conversation and
+pair id, or JSONL line), the format the file was read as, and says what to do.
 """
 from __future__ import annotations
 
@@ -778,15 +782,3 @@ def normalize_brightrun_jsonl(text: str, *, on_error: str = "fail") -> Normalize
 
 def to_jsonl(conversations: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(c, ensure_ascii=False, sort_keys=True).encode() + b"\n" for c in conversations)
-
-
-def content_hash(normalized: NormalizedDataset) -> str:
-    """Identity of a dataset: the normalized conversations and the consultant profile.
-    Re-serialized or re-indented copies of one file hash the same."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    digest.update(normalized.format.encode())
-    digest.update(json.dumps(normalized.consultant_profile, sort_keys=True).encode())
-    digest.update(to_jsonl(normalized.conversations))
-    return digest.hexdigest()
