@@ -78,6 +78,17 @@ def test_the_apps_training_jsonl_is_the_same_training_data(real_file, meta):
         assert from_jsonl.file_metadata["format_spec"] == "brightrun-lora-v4"
 
 
+def test_training_jsonl_meta_may_nest_the_metadata_and_profile(sample_file):
+    doc = _doc(sample_file)
+    raw = training_jsonl(doc).split(b"\n", 1)[1]
+    meta = {"_meta": {"training_file_metadata": doc["training_file_metadata"],
+                      "consultant_profile": doc["consultant_profile"]}}
+    normalized = parse(json.dumps(meta).encode() + b"\n" + raw)
+    assert normalized.consultant_profile == doc["consultant_profile"]
+    assert normalized.file_metadata["file_name"] == doc["training_file_metadata"]["file_name"]
+    assert len(normalized.conversations) == 16
+
+
 def test_training_jsonl_imports_through_the_api(api_client, organization, make_user, sample_file):
     api_client.force_authenticate(make_user("eng", organization))
     f = io.BytesIO(training_jsonl(_doc(sample_file)))

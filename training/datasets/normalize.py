@@ -730,8 +730,14 @@ def normalize_brightrun_jsonl(text: str, *, on_error: str = "fail") -> Normalize
             if not isinstance(record["_meta"], dict):
                 raise DatasetImportError(f"_meta must be an object (got {_type_name(record['_meta'])})",
                                          location=f"line {lineno}: $._meta", code="invalid_field")
+            profile_in_meta = meta.get("consultant_profile")
+            if isinstance(meta.get("training_file_metadata"), dict):  # the JSON file's two parts, nested
+                meta = {**meta["training_file_metadata"], "consultant_profile": profile_in_meta}
+                where_spec = f"line {lineno}: $._meta.training_file_metadata"
+            else:
+                where_spec = f"line {lineno}: $._meta"
             if meta.get("format_spec") is not None:
-                _check_format_spec(meta, f"line {lineno}: $._meta")
+                _check_format_spec(meta, where_spec)
             continue
         first = False
         if not _looks_like_pair(record):
