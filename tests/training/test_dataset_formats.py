@@ -439,3 +439,30 @@ def test_a_refused_known_format_names_it_the_place_and_what_to_do(sample_file, b
     message = info.value.message
     assert place in message and "system_prompt is missing or empty" in message
     assert "every pair needs the system prompt" in message and "read as" in message and fmt in message, message
+
+
+def test_the_worker_trains_exactly_the_targets_of_imperfect_conversations(sample_file):
+    """Consultant first, merged and kept-apart consultant turns: the worker's loss mask covers the
+    targets and nothing else (the chat template renders them prefix by prefix)."""
+    pytest.importorskip("transformers")
+    from gpu_worker.data import tokenize_conversation
+    from gpu_worker.tiny_model import build_tokenizer, dataset_texts
+
+    tokenizer = build_tokenizer(dataset_texts(sample_file), vocab_size=600)
+    two_replies = [
+        _pair("a-1", 1, [], "Help.", None),
+        _pair("a-2", 2, [_h("user", "Help.")], "Help.", "I am here."),
+        _pair("a-3", 3, [_h("user", "Help."), _h("assistant", "I am here.")], "", "Tell me more."),
+    ]
+    kept = parse(json.dumps({"messages": [{"role": "user", "content": "a"},
+                                          {"role": "assistant", "content": "context", "weight": 0},
+                                          {"role": "assistant", "content": "target"}]}).encode() + b"\n" +
+                 json.dumps({"messages": [{"role": "user", "content": "x"},
+                                          {"role": "assistant", "content": "y"}]}).encode()).conversations[0]
+    for conv in parse(_file(consultant_first(), two_replies)).conversations + [kept]:
+        tc = tokenize_conversation(tokenizer, conv, 8192)
+        trained = tokenizer.decode([t for t, keep in zip(tc.input_ids, tc.trained) if keep])
+        replies = [m["content"].strip() for m in conv["messages"] if m["role"] == "assistant" and m.get("train")]
+        assert trained == "".join(r + "<|eot_id|>" for r in replies)
+        assert not any(m["content"] in trained for m in conv["messages"]
+                       if m["role"] == "assistant" and not m.get("train"))
