@@ -194,3 +194,14 @@ def test_dataset_stats_command(organization, sample_file, tmp_path, settings):
     out = StringIO()
     call_command("dataset_stats", "--all", stdout=out)
     assert "nothing to do" in out.getvalue()
+
+
+def test_dataset_page_shows_status_shared_conversations_and_warnings(organization, make_user, real_file):
+    small = _import(organization, _part(real_file, 24, 72), "48.json", seed=1, val_fraction=0.3)
+    whole = _import(organization, real_file.read_bytes(), "72.json", seed=2, val_fraction=0.3)
+    client = Client()
+    client.force_login(make_user("eng", organization))
+    page = client.get(f"/datasets/{whole.pk}/").content.decode()
+    assert "Conversations shared with other datasets" in page and small.name in page
+    assert f"/datasets/{small.pk}/" in page and "do not compare their validation figures" in page
+    assert "Ready" in page
