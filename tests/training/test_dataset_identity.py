@@ -205,3 +205,20 @@ def test_dataset_page_shows_status_shared_conversations_and_warnings(organizatio
     assert "Conversations shared with other datasets" in page and small.name in page
     assert f"/datasets/{small.pk}/" in page and "do not compare their validation figures" in page
     assert "Ready" in page
+
+
+def test_a_dataset_from_before_the_hashes_is_filled_in(organization, sample_file, storage_root):
+    ds = _import(organization, sample_file.read_bytes(), "s.json")
+    fingerprint, sides = ds.val_fingerprint, _sides(ds)
+    # As an import before this change left it: no rows, no fingerprint, no hash in the stored lines.
+    DatasetConversation.objects.filter(dataset=ds).delete()
+    Dataset.objects.filter(pk=ds.pk).update(val_fingerprint="")
+    for key in (ds.train_key, ds.val_key):
+        path = storage_root / key
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({k: v for k, v in c.items() if k != "conversation_hash"}) + "\n"
+                                for c in lines))
+    out = StringIO()
+    call_command("dataset_stats", "--all", stdout=out)
+    ds.refresh_from_db()
+    assert ds.val_fingerprint == fingerprint and _sides(ds) == sides

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from artifacts.storage import get_storage
-from training.datasets.identity import dataset_digest, fingerprint, merge
+from training.datasets.identity import conversation_hash, dataset_digest, fingerprint, merge
 from training.datasets.normalize import parse, to_jsonl
 from training.datasets.split import split_conversations
 from training.datasets.stats import TokenCounter, dataset_stats, token_fields
@@ -266,6 +266,8 @@ def dataset_stats_compute(*, dataset_id, tokenizer_path: str | None = None) -> D
                     conv = json.loads(line)
                     conversations[conv["conversation_id"]] = conv
         split = dataset.split or {}
+        if not dataset.val_fingerprint:
+            _identity_backfill(dataset, conversations, split)
         counter = TokenCounter(tokenizer_path or (dataset.stats or {}).get("tokens_pending_with")
                                or _default_tokenizer_path())
         fields = token_fields(list(conversations.values()), split.get("train", []), split.get("val", []), counter)
@@ -286,6 +288,18 @@ def dataset_stats_compute(*, dataset_id, tokenizer_path: str | None = None) -> D
         dataset.stats_updated_at = timezone.now()
         dataset.save(update_fields=["stats", "stats_status", "stats_updated_at"])
     return dataset
+
+
+def _identity_backfill(dataset: Dataset, conversations: dict[str, dict], split: dict[str, list[str]]) -> None:
+    """A dataset imported before conversations had hashes: its DatasetConversation rows and
+    val_fingerprint from its stored files (the split is kept as it was)."""
+    hashes = {cid: conv.get("conversation_hash") or conversation_hash(conv) for cid, conv in conversations.items()}
+    with transaction.atomic():
+        DatasetConversation.objects.filter(dataset=dataset).delete()
+        dataset_conversations_record(dataset=dataset, conversations={
+            side: [(cid, hashes[cid]) for cid in split.get(side, []) if cid in hashes] for side in ("train", "val")})
+        dataset.val_fingerprint = fingerprint([hashes[c] for c in split.get("val", []) if c in hashes])
+        Dataset.objects.filter(pk=dataset.pk).update(val_fingerprint=dataset.val_fingerprint)
 
 
 def dataset_stats_redrive() -> list[str]:

@@ -1,4 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Q
 
 from training.models import Dataset, StatsStatus
 from training.services.datasets import dataset_stats_compute
@@ -10,14 +11,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("dataset_id", nargs="?", help="one dataset")
-        parser.add_argument("--all", action="store_true", help="every dataset whose statistics are not ready")
+        parser.add_argument("--all", action="store_true",
+                            help="every dataset whose statistics are not ready, or imported before conversation "
+                                 "hashes (their DatasetConversation rows and val_fingerprint are filled in)")
         parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: TOKENIZER_PATH)")
 
     def handle(self, *args, **opts):
         if bool(opts["dataset_id"]) == bool(opts["all"]):
             raise CommandError("give one dataset id or --all")
         if opts["all"]:
-            ids = list(Dataset.objects.exclude(stats_status=StatsStatus.READY).values_list("pk", flat=True))
+            ids = list(Dataset.objects.filter(~Q(stats_status=StatsStatus.READY) | Q(val_fingerprint=""))
+                       .values_list("pk", flat=True))
         else:
             if not Dataset.objects.filter(pk=opts["dataset_id"]).exists():
                 raise CommandError(f"no dataset {opts['dataset_id']}")
