@@ -144,6 +144,21 @@ def test_several_file_parts_through_the_api(api_client, organization, make_user,
     assert response.json()["conversation_count"] == 4
 
 
+def test_too_many_file_parts_is_a_400_naming_the_setting(api_client, organization, make_user, sample_file, settings):
+    settings.DATASET_MAX_FILES = 2
+    api_client.force_authenticate(make_user("eng", organization))
+    parts = []
+    for name, raw in conversation_files(_doc(sample_file))[:3]:
+        f = io.BytesIO(raw)
+        f.name = name
+        parts.append(f)
+    response = api_client.post("/api/v1/datasets/", {"file": parts}, format="multipart")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "too_many_files" and "DATASET_MAX_FILES" in error["message"]
+    assert Dataset.objects.count() == 0
+
+
 def test_too_many_files_is_refused_with_the_setting(organization, sample_file, settings):
     settings.DATASET_MAX_FILES = 3
     files = conversation_files(_doc(sample_file))[:4]
