@@ -48,6 +48,8 @@ def test_a_conversation_lands_on_the_same_side_in_every_file(organization, real_
     assert shared["dataset_id"] == str(small.pk) and shared["conversations"] == 48
     assert shared["our_val_in_their_train"] == 0 and shared["their_val_in_our_train"] == 0
     assert selectors.dataset_shared_conversations(dataset=small)[0]["conversations"] == 48
+    small.refresh_from_db()  # the earlier dataset's stats learn of the later one
+    assert small.stats["shared_with"][0]["dataset_id"] == str(whole.pk)
 
 
 def test_identity_is_the_content_not_the_id(real_file):
