@@ -80,7 +80,8 @@ def dataset_conversations_record(*, dataset: Dataset, conversations: dict[str, l
                 for s in shared if s["their_val_in_our_train"] or s["our_val_in_their_train"]]
         Dataset.objects.filter(pk=dataset.pk).update(stats=dataset.stats)
         # The other side of each overlap learns of this dataset too (its shared_with, refreshed).
-        for other in Dataset.objects.filter(pk__in=[s["dataset_id"] for s in shared[:20]]).select_for_update():
+        others = Dataset.objects.filter(pk__in=[s["dataset_id"] for s in shared[:20]]).order_by("pk")  # one lock order
+        for other in others.select_for_update():
             other.stats = {**(other.stats or {}), "shared_with": dataset_shared_conversations(dataset=other)}
             Dataset.objects.filter(pk=other.pk).update(stats=other.stats)
 
