@@ -244,7 +244,7 @@ def _read_as(fmt: str, normalize, content, on_error: str) -> NormalizedDataset:
     try:
         return normalize(content, on_error=on_error)
     except DatasetImportError as exc:
-        if exc.code in ("unknown_format",) or "(read as " in exc.message:
+        if exc.code == "unknown_format" or "the file was read as" in exc.message:
             raise
         bare = exc.message[len(exc.location) + 2:] if exc.location else exc.message
         raise type(exc)(f"{bare} (the file was read as {FORMAT_NAMES[fmt]})", location=exc.location,
