@@ -18,6 +18,8 @@ docs/performance.md records them. Names:
   loss       peak memory of the training loss, plain logits vs chunked, at Llama-3's vocabulary (4k tokens)
   ledger     recorded cost vs the fake RunPod server's per-second ledger, per job (evictions, cancel, capacity)
   accuracy   estimator error per kind (median, p90) as the estimate API shows it, scripted runs on the priced local provider
+  import     dataset import through the API (the 4 MB, 72-conversation file; 0.6 MB sample; training.jsonl)
+             and its background statistics task
   gpu        QLoRA tokens/s, memory and MFU on CUDA (8B and a slice of 70B) -- only with --gpu or by name
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CPU_BENCHMARKS = ("runtime", "tokens", "ingest", "api", "demo", "estimator", "ledger", "accuracy", "loss")
+CPU_BENCHMARKS = ("runtime", "tokens", "ingest", "api", "demo", "estimator", "ledger", "accuracy", "loss", "import")
 ALL = (*CPU_BENCHMARKS, "gpu")
 
 
@@ -53,6 +55,7 @@ def commands(quick: bool) -> dict[str, list[str]]:
         "loss": _script("benchmarks/loss_memory.py", ["--tokens", "1024"] if quick else []),
         "ledger": _script("benchmarks/billing_ledger.py", []),
         "accuracy": _script("benchmarks/billing_accuracy.py", ["--jobs", "12"] if quick else ["--jobs", "36", "--seed", "5"]),
+        "import": _script("benchmarks/dataset_import.py", ["--repeats", "2"] if quick else ["--repeats", "5"]),
         "gpu": _script("benchmarks/gpu/qlora_throughput.py", ["--steps", "3", "--warmup", "1"] if quick else []),
     }
 

@@ -93,8 +93,10 @@ def compare(request):
     choices = selectors.job_list(organization=actor.organization)[:100]
     hp_keys = sorted({k for r in rows for k in (r["hyperparameters"] or {})})
     eval_keys = sorted({k for r in rows for k in (r["evaluation"] or {})})
+    validation_warnings = selectors.jobs_validation_warnings(organization=actor.organization, job_ids=ids) if ids else []
     return render(request, "dashboard/compare.html", _ctx(request, rows=rows, choices=choices, selected=[str(i) for i in ids],
-                                                          hp_keys=hp_keys, eval_keys=eval_keys))
+                                                          hp_keys=hp_keys, eval_keys=eval_keys,
+                                                          validation_warnings=validation_warnings))
 
 
 @login_required
@@ -182,5 +184,8 @@ def reports_compare(request):
         if comparison is None:
             raise Http404("no such job")
     choices = selectors.job_list(organization=actor.organization, status=[states.COMPLETED])[:100]
+    validation_warnings = selectors.jobs_validation_warnings(organization=actor.organization, job_ids=ids) \
+        if comparison is not None else []
     return render(request, "dashboard/report_compare.html",
-                  _ctx(request, comparison=comparison, choices=choices, a=a, b=b))
+                  _ctx(request, comparison=comparison, choices=choices, a=a, b=b,
+                       validation_warnings=validation_warnings))

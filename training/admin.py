@@ -6,11 +6,25 @@ from training.models import Dataset
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
     list_display = ["name", "organization", "source_format", "conversation_count", "trainable_turns",
-                    "train_conversations", "val_conversations", "token_count", "created_by", "created_at"]
-    list_filter = ["source_format", "organization", "created_at"]
+                    "train_conversations", "val_conversations", "token_count", "stats_status", "created_by", "created_at"]
+    list_filter = ["source_format", "stats_status", "organization", "created_at"]
     search_fields = ["name", "source_filename", "content_sha256"]
     readonly_fields = [f.name for f in Dataset._meta.fields] + ["stats_table"]
     exclude = ["stats", "split"]
+
+    actions = ["stats_recompute"]
+
+    @admin.action(description="Count tokens again (background task)")
+    def stats_recompute(self, request, queryset):
+        from training.tasks import dataset_stats_compute
+
+        ids = [str(pk) for pk in queryset.values_list("pk", flat=True)]
+        from django.utils import timezone
+
+        queryset.update(stats_status="pending", stats_updated_at=timezone.now())
+        for pk in ids:
+            dataset_stats_compute.delay(pk)
+        self.message_user(request, f"{len(ids)} datasets: statistics are being counted again")
 
     @admin.display(description="tokens/epoch")
     def token_count(self, obj):

@@ -388,3 +388,69 @@ def dataset_list(*, organization) -> QuerySet[Dataset]:
 
 def job_template_list(*, organization) -> QuerySet[JobTemplate]:
     return JobTemplate.objects.filter(organization=organization).select_related("created_by").order_by("name")
+
+
+def dataset_shared_conversations(*, dataset: Dataset) -> list[dict[str, Any]]:
+    """The organization's other datasets that share conversations (same content hash) with
+    `dataset`, and on which sides: `our_val_in_their_train` counts this dataset's validation
+    conversations that the other trains on, and the reverse."""
+    from training.models import DatasetConversation
+
+    mine = DatasetConversation.objects.filter(dataset=dataset)
+    counts: dict[Any, dict[str, Any]] = {}
+    for side in ("train", "val"):
+        rows = (DatasetConversation.objects.filter(organization_id=dataset.organization_id,
+                                                   conversation_hash__in=mine.filter(side=side).values("conversation_hash"))
+                .exclude(dataset=dataset).values("dataset_id", "dataset__name", "side").annotate(n=Count("id")))
+        for row in rows:
+            entry = counts.setdefault(row["dataset_id"], {
+                "dataset_id": str(row["dataset_id"]), "name": row["dataset__name"], "conversations": 0,
+                "our_val_in_their_train": 0, "their_val_in_our_train": 0})
+            entry["conversations"] += row["n"]
+            if side == "val" and row["side"] == "train":
+                entry["our_val_in_their_train"] += row["n"]
+            if side == "train" and row["side"] == "val":
+                entry["their_val_in_our_train"] += row["n"]
+    return sorted(counts.values(), key=lambda e: -e["conversations"])
+
+
+def validation_sets_compare(*, datasets: list[Dataset]) -> list[str]:
+    """Warnings for a page that compares jobs: their datasets validate on different conversation
+    sets (different val_fingerprint), and worse, one's validation conversations are another's
+    training conversations. Empty when every dataset validates on the same set."""
+    from training.models import DatasetConversation
+
+    distinct = {d.pk: d for d in datasets}
+    if len(distinct) < 2:
+        return []
+    prints = {d.val_fingerprint or f"unknown-{d.pk}" for d in distinct.values()}
+    if len(prints) < 2:
+        return []
+    warnings = ["the jobs validate on different validation sets (" + ", ".join(
+        f"{d.name}: {d.val_conversations} conversations" for d in distinct.values()) +
+        "); their validation figures are not measured on the same conversations"]
+    ids = list(distinct)
+    for a in ids:
+        val_hashes = DatasetConversation.objects.filter(dataset_id=a, side="val").values("conversation_hash")
+        for b in ids:
+            if a == b:
+                continue
+            leaked = DatasetConversation.objects.filter(dataset_id=b, side="train",
+                                                        conversation_hash__in=val_hashes).count()
+            if leaked:
+                warnings.append(f"{leaked} of the {distinct[a].val_conversations} validation conversations of "
+                                f"{distinct[a].name} are training conversations of {distinct[b].name}: a job on "
+                                f"{distinct[b].name} has seen them, so its validation figures on them flatter it")
+    return warnings
+
+
+def dataset_emotion_labels(*, dataset: Dataset) -> list[str]:
+    """The dataset's own client-emotion labels (stats["emotion_labels"]["labels"]); empty for a
+    dataset imported before the labels were recorded."""
+    return list(((dataset.stats or {}).get("emotion_labels") or {}).get("labels") or [])
+
+
+def jobs_validation_warnings(*, organization, job_ids: list) -> list[str]:
+    """validation_sets_compare for the datasets of the jobs a compare page shows."""
+    datasets = list(Dataset.objects.filter(organization=organization, jobs__pk__in=job_ids).distinct())
+    return validation_sets_compare(datasets=datasets)

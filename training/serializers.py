@@ -18,7 +18,7 @@ class DatasetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Dataset
         fields = [
-            "id", "name", "source_format", "source_filename", "source_bytes", "content_sha256",
+            "id", "name", "source_format", "source_filename", "source_bytes", "content_sha256", "stats_status",
             "conversation_count", "pair_count", "trainable_turns", "train_conversations", "val_conversations",
             "val_fraction", "split_seed", "created_at",
         ]
@@ -27,7 +27,8 @@ class DatasetSerializer(serializers.ModelSerializer):
 
 class DatasetDetailSerializer(DatasetSerializer):
     class Meta(DatasetSerializer.Meta):
-        fields = DatasetSerializer.Meta.fields + ["stats", "consultant_profile", "file_metadata", "split"]
+        fields = DatasetSerializer.Meta.fields + ["stats", "stats_updated_at", "val_fingerprint", "consultant_profile",
+                                                  "file_metadata", "split"]
         read_only_fields = fields
 
 
@@ -36,6 +37,9 @@ class DatasetUploadSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, max_length=200)
     val_fraction = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
     seed = serializers.IntegerField(required=False)
+    on_error = serializers.ChoiceField(choices=["fail", "skip"], required=False,
+                                       help_text="skip: leave out conversations that cannot be read and list them "
+                                                 "in stats.skipped_conversations; fail (default): refuse the file")
 
 
 # --------------------------------------------------------------------------- jobs

@@ -85,12 +85,17 @@ def pods_reconcile():
         revoked = webhook_secrets_revoke_expired()
         # Follow-up tasks the broker lost (resume, stop signal, artifacts, validation): sent again.
         redriven = lost_tasks_redrive()
+        # Dataset statistics whose background task was lost.
+        from training.services.datasets import dataset_stats_redrive
+
+        stats_redriven = dataset_stats_redrive()
     finally:
         try:
             lock.release()
         except redis.exceptions.LockError:
             pass
-    return {**report.__dict__, "secrets_revoked": revoked, "redriven": redriven.__dict__}
+    return {**report.__dict__, "secrets_revoked": revoked, "redriven": redriven.__dict__,
+            "dataset_stats_redriven": stats_redriven}
 
 
 @shared_task(bind=True, max_retries=5)
@@ -101,3 +106,13 @@ def job_notify(self, job_id: str, kind: str):
         return notify_job(job_id=job_id, kind=kind)
     except Exception as exc:  # noqa: BLE001 - e-mail and Slack outages pass; retry a few times
         raise self.retry(exc=exc, countdown=30 * 2 ** self.request.retries)
+
+
+@shared_task
+def dataset_stats_compute(dataset_id: str):
+    """Exact token counts of an imported dataset (seconds on a large file), off the upload
+    request. Idempotent; DATASET_STATS_REDRIVE_S sends it again if the broker lost it."""
+    from training.services.datasets import dataset_stats_compute as compute
+
+    dataset = compute(dataset_id=dataset_id)
+    return dataset.stats_status if dataset is not None else "gone"

@@ -85,6 +85,13 @@ PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"
 DATASET_MAX_BYTES = env_int("DATASET_MAX_BYTES", 100 * 1024 * 1024)
 DATASET_DEFAULT_VAL_FRACTION = float(env_str("DATASET_DEFAULT_VAL_FRACTION", "0.1"))
 DATASET_DEFAULT_SPLIT_SEED = env_int("DATASET_DEFAULT_SPLIT_SEED", 13)
+# Files one import may take (CLI paths, API `file` parts); they become one dataset. Django's own
+# limit on the files of a request sits a little above, so the importer's clearer message answers.
+DATASET_MAX_FILES = env_int("DATASET_MAX_FILES", 50)
+DATA_UPLOAD_MAX_NUMBER_FILES = DATASET_MAX_FILES + 10
+# A dataset whose background statistics (exact token counts) are still pending after this many
+# seconds has its task sent again by reconcile (the broker may have lost it).
+DATASET_STATS_REDRIVE_S = env_int("DATASET_STATS_REDRIVE_S", 600)
 # Uploads above Django's in-memory limit spill to a temp file; the importer reads either.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

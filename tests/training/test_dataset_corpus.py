@@ -92,7 +92,8 @@ def test_a_hundred_thousand_tiny_conversations(organization):
     raw = "\n".join(_chat(i) for i in range(100_000)).encode()
     ds = dataset_import(organization=organization, source=raw, filename="many.jsonl").dataset
     assert ds.conversation_count == 100_000 and ds.trainable_turns == 100_000
-    assert ds.val_conversations == 10_000
+    # Sides are drawn per conversation: 10% on average (binomial sd 95 here).
+    assert abs(ds.val_conversations - 10_000) <= 400
 
 
 def test_utf16_export_reads_as_the_same_dataset_as_utf8(organization, storage_root):

@@ -22,21 +22,23 @@ class DatasetListCreateApi(OrganizationScopedMixin, generics.ListAPIView):
     @extend_schema(request=DatasetUploadSerializer, responses={201: DatasetDetailSerializer, 200: DatasetDetailSerializer})
     def post(self, request):
         organization = self.get_organization()
-        upload = request.FILES.get("file")
-        if upload is not None and upload.size > settings.DATASET_MAX_BYTES:
-            raise DatasetTooLarge(_too_large(upload.size, settings.DATASET_MAX_BYTES), location="file")
+        uploads = request.FILES.getlist("file")
+        for upload in uploads:
+            if upload.size > settings.DATASET_MAX_BYTES:
+                raise DatasetTooLarge(_too_large(upload.size, settings.DATASET_MAX_BYTES),
+                                      location=upload.name if len(uploads) > 1 else "file")
         form = DatasetUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        upload = form.validated_data["file"]
+        # Several `file` parts make one dataset, conversations deduplicated by content.
         result = dataset_import(
             organization=organization,
-            source=upload,
-            filename=upload.name,
+            files=[(upload.name, upload, upload.size) for upload in uploads] or [(form.validated_data["file"].name,
+                                                                                  form.validated_data["file"], None)],
             name=form.validated_data.get("name"),
             val_fraction=form.validated_data.get("val_fraction"),
             seed=form.validated_data.get("seed"),
             created_by=request.user,
-            size_hint=upload.size,
+            on_error=form.validated_data.get("on_error") or "fail",
         )
         body = DatasetDetailSerializer(result.dataset).data
         body["created"] = result.created

@@ -103,9 +103,49 @@ def token_stats(conversations: list[dict[str, Any]], counter: TokenCounter) -> d
     }
 
 
+def emotion_label_key(label: Any) -> str | None:
+    """One spelling per label: "Cautious hope", "cautious_hope" and "cautious-hope" are one."""
+    if not isinstance(label, str) or not label.strip():
+        return None
+    return "_".join(label.strip().lower().replace("-", " ").replace("_", " ").split())
+
+
+def emotion_labels(conversations: list[dict[str, Any]]) -> dict[str, Any]:
+    """The dataset's own set of client-emotion labels (primary emotion of each client turn), as
+    stats["emotion_labels"]: `labels` (sorted, one spelling each), `counts`, and `aliases` (each
+    spelling in the file that differs from its label)."""
+    counts: Counter[str] = Counter()
+    aliases: dict[str, str] = {}
+    turns = 0
+    for conv in conversations:
+        for m in conv["messages"]:
+            if m["role"] != "user":
+                continue
+            turns += 1
+            raw = m.get("emotion", {}).get("primary") if isinstance(m.get("emotion"), dict) else None
+            key = emotion_label_key(raw)
+            if key is None:
+                continue
+            counts[key] += 1
+            if raw != key:
+                aliases[raw] = key
+    return {"labels": sorted(counts), "counts": dict(counts.most_common()), "aliases": dict(sorted(aliases.items())),
+            "labelled_client_turns": sum(counts.values()), "client_turns": turns}
+
+
+def token_fields(conversations: list[dict[str, Any]], train_ids: list[str], val_ids: list[str],
+                 counter: TokenCounter) -> dict[str, Any]:
+    """The token part of the stats: `tokens`, `train_tokens`, `val_tokens`."""
+    by_id = {c["conversation_id"]: c for c in conversations}
+    return {
+        "tokens": token_stats(conversations, counter),
+        "train_tokens": token_stats([by_id[i] for i in train_ids], counter)["per_epoch"],
+        "val_tokens": token_stats([by_id[i] for i in val_ids], counter)["per_epoch"],
+    }
+
+
 def dataset_stats(normalized, train_ids: list[str], val_ids: list[str], counter: TokenCounter) -> dict[str, Any]:
     convs = normalized.conversations
-    by_id = {c["conversation_id"]: c for c in convs}
     turns = [sum(1 for m in c["messages"] if m["role"] != "system") for c in convs]
 
     def dist(key: str) -> dict[str, int]:
@@ -127,14 +167,16 @@ def dataset_stats(normalized, train_ids: list[str], val_ids: list[str], counter:
         "turns_per_conversation": {
             "min": min(turns), "max": max(turns), "mean": round(statistics.fmean(turns), 2),
         },
-        "tokens": token_stats(convs, counter),
-        "train_tokens": token_stats([by_id[i] for i in train_ids], counter)["per_epoch"],
-        "val_tokens": token_stats([by_id[i] for i in val_ids], counter)["per_epoch"],
+        **token_fields(convs, train_ids, val_ids, counter),
         "distributions": {
             "persona": dist("persona"),
             "emotional_arc": dist("emotional_arc"),
             "topic": dist("topic"),
             "client_emotion": dict(emotions.most_common()),
         },
+        "emotion_labels": emotion_labels(convs),
+        "imperfect": dict(getattr(normalized, "fixes", {}) or {}),
+        "skipped_conversations": list(getattr(normalized, "skipped_conversations", []) or []),
+        "duplicates_removed": getattr(normalized, "duplicates_removed", 0),
         "warnings": list(normalized.warnings),
     }

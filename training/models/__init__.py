@@ -1,6 +1,6 @@
-from .datasets import Dataset, DatasetFormat
+from .datasets import Dataset, DatasetConversation, DatasetFormat, StatsStatus
 from .jobs import Checkpoint, CloudType, JobEvent, MetricPoint, MetricRollup, NotificationPreference, Preset, TrainingJob
 from .templates import JobTemplate
 
-__all__ = ["Checkpoint", "CloudType", "Dataset", "DatasetFormat", "JobEvent", "JobTemplate", "MetricPoint", "MetricRollup", "NotificationPreference",
+__all__ = ["Checkpoint", "CloudType", "Dataset", "DatasetConversation", "DatasetFormat", "StatsStatus", "JobEvent", "JobTemplate", "MetricPoint", "MetricRollup", "NotificationPreference",
            "Preset", "TrainingJob"]

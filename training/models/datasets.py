@@ -6,7 +6,19 @@ from django.db import models
 
 class DatasetFormat(models.TextChoices):
     BRIGHTRUN = "brightrun-lora-v4", "Bright Run training file (brightrun-lora-v4)"
+    BRIGHTRUN_JSONL = "brightrun-jsonl", "Bright Run training.jsonl (one training pair per line)"
+    BRIGHTRUN_CONVERSATION = "brightrun-conversation", "Bright Run single-conversation file (brightrun-lora-v4)"
     CHAT_JSONL = "chat-jsonl", "Chat JSONL (OpenAI messages)"
+    MIXED = "mixed", "Several files of different formats"
+
+
+class StatsStatus(models.TextChoices):
+    """Exact token counts need a tokenizer and take seconds on a large file: they are computed after
+    the import by `training.tasks.dataset_stats_compute`; until then the stats hold estimates."""
+
+    PENDING = "pending", "Pending (estimates until the background task has counted)"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed (estimates kept; see stats.stats_error)"
 
 
 class Dataset(models.Model):
@@ -34,6 +46,11 @@ class Dataset(models.Model):
     # Which conversation ids are on each side: {"train": [...], "val": [...]}
     split = models.JSONField()
     stats = models.JSONField()
+    stats_status = models.CharField(max_length=8, choices=StatsStatus.choices, default=StatsStatus.READY)
+    stats_updated_at = models.DateTimeField(null=True, blank=True)
+    # Hash of the set of validation conversations (training.datasets.identity.fingerprint): two
+    # datasets validate on the same conversations exactly when their fingerprints are equal.
+    val_fingerprint = models.CharField(max_length=64, blank=True, default="")
     consultant_profile = models.JSONField(null=True, blank=True)
     file_metadata = models.JSONField(default=dict, blank=True)
 
@@ -64,3 +81,24 @@ class Dataset(models.Model):
         """Both files of a dataset composed of a training file and a validation file
         (training.services.dataset_compose); None for an import, split from one file."""
         return (self.stats or {}).get("composition")
+
+
+class DatasetConversation(models.Model):
+    """One conversation of a dataset, by content hash (training.datasets.identity), and its side.
+    Finds the conversations two datasets of an organization share, and on which sides."""
+
+    SIDE_TRAIN = "train"
+    SIDE_VAL = "val"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="conversation_rows")
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
+    conversation_hash = models.CharField(max_length=64)
+    conversation_id = models.CharField(max_length=255)
+    side = models.CharField(max_length=5, choices=[(SIDE_TRAIN, "training"), (SIDE_VAL, "validation")])
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["dataset", "conversation_hash"], name="one_row_per_conversation")]
+        indexes = [models.Index(fields=["organization", "conversation_hash"], name="dsconv_org_hash")]
+
+    def __str__(self):
+        return f"{self.conversation_id} ({self.side})"

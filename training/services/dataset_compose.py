@@ -30,6 +30,7 @@ from training.datasets.normalize import NormalizedDataset, to_jsonl
 from training.datasets.stats import TokenCounter, dataset_stats
 from training.errors import DatasetImportError
 from training.models import Dataset
+from training.datasets.identity import conversation_hash, fingerprint
 from training.services.datasets import _default_tokenizer_path, dataset_store
 
 logger = logging.getLogger(__name__)
@@ -168,8 +169,11 @@ def dataset_compose(*, organization, train: Dataset, val: Dataset, created_by=No
 
     prefix = f"datasets/{organization.pk}/{digest[:32]}"
     total = len(train_ids) + len(val_ids)
+    sides = {side: [(c["conversation_id"], c.get("conversation_hash") or conversation_hash(c)) for c in convs]
+             for side, convs in (("train", train_convs), ("val", val_convs))}
     dataset, created = dataset_store(
-        organization=organization, digest=digest, what="compose",
+        organization=organization, digest=digest, what="compose", conversations=sides,
+        val_fingerprint=fingerprint([h for _cid, h in sides["val"]]),
         objects={
             "source": (f"{prefix}/composition.json", manifest, "application/json"),
             "train": (f"{prefix}/train.jsonl", to_jsonl(train_convs), "application/jsonl"),

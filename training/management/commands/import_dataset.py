@@ -5,14 +5,18 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.services import organization_get_or_create, system_user
 from training.errors import DatasetImportError
-from training.services.datasets import dataset_import
+from training.models import StatsStatus
+from training.services.datasets import dataset_import, dataset_stats_compute
 
 
 class Command(BaseCommand):
-    help = "Import a Bright Run training file (brightrun-lora-v4) or chat JSONL as a dataset."
+    help = ("Import Bright Run training files (brightrun-lora-v4 JSON, the app's training.jsonl, single-conversation "
+            "files) or chat JSONL as one dataset; several paths make one dataset, conversations deduplicated.")
 
     def add_arguments(self, parser):
-        parser.add_argument("path")
+        parser.add_argument("paths", nargs="+", metavar="path")
+        parser.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                            help="skip: leave out conversations that cannot be read and list them (default: fail)")
         parser.add_argument("--name")
         parser.add_argument("--val-fraction", type=float, default=None,
                             help="share of conversations held out for validation (default 0.1)")
@@ -22,26 +26,28 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def handle(self, *args, **opts):
-        path = Path(opts["path"])
-        if not path.is_file():
-            raise CommandError(f"{path}: no such file")
+        paths = [Path(p) for p in opts["paths"]]
+        for path in paths:
+            if not path.is_file():
+                raise CommandError(f"{path}: no such file")
         organization = organization_get_or_create(slug=opts["org"])
         try:
-            with path.open("rb") as fh:
-                result = dataset_import(
-                    organization=organization,
-                    source=fh,
-                    filename=path.name,
-                    name=opts["name"],
-                    val_fraction=opts["val_fraction"],
-                    seed=opts["seed"],
-                    created_by=system_user(),
-                    size_hint=path.stat().st_size,
-                    tokenizer_path=opts["tokenizer"],
-                )
+            result = dataset_import(
+                organization=organization,
+                files=[(path.name, path.read_bytes(), path.stat().st_size) for path in paths],
+                name=opts["name"],
+                val_fraction=opts["val_fraction"],
+                seed=opts["seed"],
+                created_by=system_user(),
+                tokenizer_path=opts["tokenizer"],
+                on_error=opts["on_error"],
+            )
         except DatasetImportError as exc:
-            raise CommandError(f"{path}: {exc.message}") from exc
+            raise CommandError(f"{paths[0] if len(paths) == 1 else 'import'}: {exc.message}") from exc
         ds = result.dataset
+        if result.created and ds.stats_status == StatsStatus.PENDING:
+            # At a terminal the exact counts are worth the wait; the API leaves them to the task.
+            ds = dataset_stats_compute(dataset_id=ds.pk, tokenizer_path=opts["tokenizer"])
         stats = ds.stats
         if opts["json"]:
             payload = {
@@ -58,6 +64,12 @@ class Command(BaseCommand):
                 "tokens": stats["tokens"],
                 "distributions": stats["distributions"],
                 "warnings": stats["warnings"],
+                "imperfect": stats.get("imperfect", {}),
+                "skipped_conversations": stats.get("skipped_conversations", []),
+                "duplicates_removed": stats.get("duplicates_removed", 0),
+                "emotion_labels": stats.get("emotion_labels", {}).get("labels", []),
+                "shared_with": stats.get("shared_with", []),
+                "stats_status": ds.stats_status,
                 "message": result.message,
             }
             self.stdout.write(json.dumps(payload))
@@ -83,6 +95,16 @@ class Command(BaseCommand):
             dist = stats["distributions"].get(key) or {}
             if dist:
                 lines.append(f"  {key:<20} " + ", ".join(f"{k} {v}" for k, v in dist.items()))
+        for case, count in (stats.get("imperfect") or {}).items():
+            lines.append(f"  imperfect            {count}  ({case.replace('_', ' ')})")
+        if stats.get("duplicates_removed"):
+            lines.append(f"  duplicates           {stats['duplicates_removed']} (imported once)")
+        for skip in stats.get("skipped_conversations") or []:
+            where = f"{skip['file']}: " if skip.get("file") else ""
+            lines.append(self.style.WARNING(f"  left out             {where}{skip['reason']}"))
+        for shared in stats.get("shared_with") or []:
+            lines.append(f"  shares               {shared['conversations']} conversations with {shared['name']} "
+                         f"({shared['dataset_id']})")
         for warning in stats["warnings"]:
             lines.append(self.style.WARNING(f"  warning: {warning}"))
         self.stdout.write("\n".join(lines))
