@@ -10,7 +10,6 @@ import copy
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone as dt_timezone
 from typing import Any, Callable
 
 from asgiref.sync import async_to_sync
@@ -44,13 +43,6 @@ class IngestResult:
     live: tuple = ()
     job_id: str = ""
     organization_id: Any = None
-
-
-def _pod_time(event: PodEvent) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(event.timestamp, tz=dt_timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 # ------------------------------------------------------------------ one handler per event type
