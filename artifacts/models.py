@@ -62,8 +62,3 @@ class ModelArtifact(models.Model):
     def is_folder(self) -> bool:
         return self.kind in FOLDER_KINDS
 
-    @property
-    def download_name(self) -> str:
-        if self.name:
-            return self.name
-        return f"{self.kind}-{str(self.job_id)[:8]}" + ("" if self.is_folder else "")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from artifacts.models import ArtifactKind, ModelArtifact
+from artifacts.models import ModelArtifact
 
 
 def artifact_list(*, organization, job_id=None, kind: str | None = None, client: str | None = None,
@@ -20,12 +20,3 @@ def artifact_list(*, organization, job_id=None, kind: str | None = None, client:
     return qs.order_by("-created_at", "kind")
 
 
-def adapter_versions(*, organization, client: str) -> QuerySet[ModelArtifact]:
-    """A client's adapters, newest version first."""
-    return (ModelArtifact.objects.filter(organization=organization, client=client, kind=ArtifactKind.ADAPTER)
-            .select_related("job").order_by("-version"))
-
-
-def adapter_current(*, organization, client: str) -> ModelArtifact | None:
-    return ModelArtifact.objects.filter(organization=organization, client=client, kind=ArtifactKind.ADAPTER,
-                                        is_current=True).first()

@@ -26,10 +26,6 @@ def cost_exact(seconds: float | int, rate_per_hour: Decimal) -> Decimal:
     return (to_decimal(seconds) * to_decimal(rate_per_hour) / Decimal(3600)).quantize(EXACT, rounding=ROUND_HALF_UP)
 
 
-def cost_of(seconds: float | int, rate_per_hour: Decimal) -> Decimal:
-    return cents(to_decimal(seconds) * to_decimal(rate_per_hour) / Decimal(3600))
-
-
 def usd(value) -> str:
     amount = cents(value)
     sign = "-" if amount < 0 else ""

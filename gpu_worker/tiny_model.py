@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"
@@ -124,5 +124,3 @@ def make_tiny_model(
     return out
 
 
-def tiny_model_info(path: Path) -> dict[str, Any]:
-    return json.loads((Path(path) / "config.json").read_text())

@@ -2,6 +2,7 @@
 DATABASE_URL and REDIS_URL (`make test` sets both); storage goes to a temporary folder."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,27 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 REAL_FILE = SHARED_DATA / "brightrun-72-conversations.json"
 SAMPLE_FILE = REPO_ROOT / "training" / "sample_data" / "brightrun-sample.json"
+
+
+def pytest_configure(config):
+    """Refuse to run the suite on SQLite. Without DATABASE_URL the settings fall back to the
+    embedded SQLite default, and `pytest` run by hand with only TEST_DATABASE_URL would silently
+    test a database the product does not run on (one concurrency test then fails with "database
+    table is locked", others pass for the wrong reason). The pod's tests (`-p no:django`) need no
+    database."""
+    if not config.pluginmanager.hasplugin("django") or os.environ.get("BRIGHTRUN_TESTS_ALLOW_SQLITE") == "1":
+        return
+    try:
+        from django.conf import settings
+
+        engine = settings.DATABASES["default"]["ENGINE"]
+    except Exception:  # noqa: BLE001 - Django not configured: pytest-django reports that itself
+        return
+    if "postgresql" not in engine:
+        raise pytest.UsageError(
+            f"the tests run on PostgreSQL and Redis, but the database is {engine!r}: run `make test` "
+            "(it sets DATABASE_URL and REDIS_URL), or set DATABASE_URL=postgresql://... and REDIS_URL=redis://... "
+            "yourself (BRIGHTRUN_TESTS_ALLOW_SQLITE=1 to run on SQLite anyway)")
 
 
 @pytest.fixture

@@ -1,22 +1,15 @@
 """The artifacts app's periodic task, as a django-celery-beat row (the DatabaseScheduler reads
-it): checkpoint retention, hourly (ARTIFACT_PRUNE_INTERVAL_S at migration time)."""
-from django.conf import settings
+it): checkpoint retention, hourly (ARTIFACT_PRUNE_INTERVAL_S at migration time).
+
+Now empty: see the note below."""
 from django.db import migrations
 
-NAME = "artifacts: prune checkpoints of finished jobs"
-TASK = "artifacts.tasks.checkpoints_prune"
 
-
-def schedule(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    every = int(getattr(settings, "ARTIFACT_PRUNE_INTERVAL_S", 3600))
-    interval, _ = IntervalSchedule.objects.get_or_create(every=every, period="seconds")
-    PeriodicTask.objects.update_or_create(name=NAME, defaults={"task": TASK, "interval": interval, "enabled": True})
-
-
-def unschedule(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=NAME).delete()
+# Superseded by CELERY_BEAT_SCHEDULE (config/settings/schedule.py), which beat installs at every
+# start: a migration ran once and froze the interval settings of that day. Kept, empty, so the
+# migration graph of existing databases stays the same.
+def _superseded(apps, schema_editor):
+    pass
 
 
 class Migration(migrations.Migration):
@@ -27,5 +20,5 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(schedule, unschedule),
+        migrations.RunPython(_superseded, _superseded),
     ]

@@ -151,9 +151,3 @@ class S3Storage(Storage):
         fields = {k: v for k, v in post["fields"].items() if k != "key"}
         return {"url": post["url"], "fields": fields, "key_prefix": key_prefix}
 
-    def key_for_full(self, full_key: str) -> str:
-        """The storage key of a bucket key (drops S3_PREFIX)."""
-        head = f"{self.prefix}/" if self.prefix else ""
-        if not full_key.startswith(head):
-            raise StorageError(f"{full_key} is outside this storage's prefix {self.prefix!r}")
-        return full_key[len(head):]

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from billing import tables
 from billing.errors import EstimateError
-from billing.money import cents, to_decimal, usd
+from billing.money import cents, to_decimal
 from billing.services.calibration import Calibration, calibration_for
 from billing.services.catalog import free_providers, gpu_rate, gpu_type_get
 from gpu_worker.contracts import Hyperparameters
@@ -263,11 +263,6 @@ def config_from_request(*, dataset, base_model: str, preset: str | None = None, 
         provider=provider or settings.GPU_PROVIDER, quantization=quantization, token_method=method,
         checkpoint_every=getattr(settings, "CHECKPOINT_EVERY_STEPS", 100), gpu_count=int(gpu_count or 1),
     )
-
-
-def estimate_summary(est: Estimate) -> str:
-    return (f"{usd(est.cost.point)} (range {usd(est.cost.low)}–{usd(est.cost.high)}), "
-            f"{_fmt_s(est.duration_s.point)} (range {_fmt_s(est.duration_s.low)}–{_fmt_s(est.duration_s.high)})")
 
 
 def with_changes(config: EstimateConfig, **changes) -> EstimateConfig:

@@ -16,3 +16,4 @@ from .finetuning import *  # noqa: F401,F403
 from .validation import *  # noqa: F401,F403
 from .security import *  # noqa: F401,F403
 from .serving import *  # noqa: F401,F403
+from .schedule import *  # noqa: F401,F403

@@ -21,7 +21,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # backoff), a wait for a free pool process (up to one hard time limit) and its own run (the hard
 # time limit, 900 s), or a slow task is run twice at once. It only governs a worker process that
 # died (kill -9, OOM): on a broker restart the worker gives its unacknowledged tasks back as soon
-# as it reconnects (config/kombu_compat.py), so a shorter timeout would not shorten that.
+# as it reconnects (config/kombu_transport.py), so a shorter timeout would not shorten that.
 CELERY_BROKER_VISIBILITY_TIMEOUT_S = env_int("CELERY_BROKER_VISIBILITY_TIMEOUT_S", 3600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT_S}
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT_S", 900)
@@ -33,3 +33,6 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # One queue name per deployment; tests give each run its own so parallel runs never share tasks.
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+# The worker's kombu transport (config/kombu_transport.py: keeps unacknowledged tasks across a Redis
+# restart); empty = kombu's own. Only `celery worker` applies it (config/celery.py).
+CELERY_WORKER_BROKER_TRANSPORT = env_str("CELERY_WORKER_BROKER_TRANSPORT", "config.kombu_transport:Transport")

@@ -129,11 +129,9 @@ def test_retention_prunes_only_old_checkpoints(organization, fake_adapter, setti
     assert checkpoints_prune(now=now + timedelta(days=15))["jobs"] == 1  # the recent one's turn
 
 
-def test_prune_is_scheduled_by_beat():
-    from django_celery_beat.models import PeriodicTask
-
-    task = PeriodicTask.objects.get(task="artifacts.tasks.checkpoints_prune")
-    assert task.enabled and task.interval.every == 3600
+def test_prune_is_scheduled_by_beat(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["artifacts: prune checkpoints of finished jobs"]
+    assert entry == {"task": "artifacts.tasks.checkpoints_prune", "schedule": 3600.0}
 
 
 def test_disk_grant_is_file_uris(organization, fake_adapter):

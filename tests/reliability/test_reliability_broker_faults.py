@@ -1,6 +1,6 @@
 """Item 5 of issue 10, the broker half: restart a private Redis (the broker) under load, while a
 real Celery worker (the project's settings: acks late, reject on worker lost, prefetch 1, and
-config/kombu_compat.py) consumes. Measures: the time until the worker consumes again after each
+config/kombu_transport.py) consumes. Measures: the time until the worker consumes again after each
 restart (a probe task on a queue of its own, so the time is not the backlog's), worker process
 exits, and tasks lost: published and confirmed by the broker, and not run by the end of the drain
 (a task still waiting in kombu's `unacked` hash for the visibility timeout counts as not run)."""
@@ -162,7 +162,7 @@ def test_redis_restarts_under_load(tmp_path):
         drain_s = last_progress - t_drain
         # Messages a worker took but could not acknowledge or give back before the connection
         # dropped stay in kombu's `unacked` hash, redelivered only after the visibility timeout
-        # (CELERY_BROKER_VISIBILITY_TIMEOUT_S); config/kombu_compat.py gives them back on reconnect.
+        # (CELERY_BROKER_VISIBILITY_TIMEOUT_S); config/kombu_transport.py gives them back on reconnect.
         held = set()
         for raw in redis_client.Redis.from_url(redis.url).hvals("unacked"):
             args = json.loads(base64.b64decode(json.loads(raw)[0]["body"]))[0]
@@ -191,7 +191,7 @@ def test_redis_restarts_under_load(tmp_path):
            f"{len(sent)} / {len(lost)} / {duplicates}", target="lost 0")
     record(label, "of those not run: held in `unacked` (would come back after the visibility timeout)",
            len(not_run & held), target="0")
-    record(label, "unacknowledged messages given back on reconnect (config/kombu_compat.py)", given_back)
+    record(label, "unacknowledged messages given back on reconnect (config/kombu_transport.py)", given_back)
     record(label, "backlog drained after the last restart in (last task run)", f"{drain_s:.0f} s")
     record(label, "worker process exits (restarted as compose does)", len(crashes), target="0")
     record(label, "publishes that gave up while Redis was down", len(send_errors))

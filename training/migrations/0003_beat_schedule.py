@@ -1,24 +1,14 @@
-"""Periodic tasks of the jobs app, in django-celery-beat's database scheduler."""
+"""Periodic tasks of the jobs app, in django-celery-beat's database scheduler.
+
+Now empty: see the note below."""
 from django.db import migrations
 
-RECONCILE = "training: reconcile pods and jobs"
 
-
-def create(apps, schema_editor):
-    from django.conf import settings
-
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    every, _ = IntervalSchedule.objects.get_or_create(every=settings.RECONCILE_INTERVAL_S, period="seconds")
-    PeriodicTask.objects.update_or_create(
-        name=RECONCILE,
-        defaults={"task": "training.tasks.pods_reconcile", "interval": every, "enabled": True,
-                  "description": "list provider pods, then jobs: terminate orphans, detect lost or silent pods"},
-    )
-
-
-def remove(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=RECONCILE).delete()
+# Superseded by CELERY_BEAT_SCHEDULE (config/settings/schedule.py), which beat installs at every
+# start: a migration ran once and froze the interval settings of that day. Kept, empty, so the
+# migration graph of existing databases stays the same.
+def _superseded(apps, schema_editor):
+    pass
 
 
 class Migration(migrations.Migration):
@@ -26,4 +16,4 @@ class Migration(migrations.Migration):
         ("training", "0002_jobs"),
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
-    operations = [migrations.RunPython(create, remove)]
+    operations = [migrations.RunPython(_superseded, _superseded)]

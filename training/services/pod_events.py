@@ -11,7 +11,6 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone as dt_timezone
 from typing import Any, Callable
 
 from asgiref.sync import async_to_sync
@@ -46,13 +45,6 @@ class IngestResult:
     live: tuple = ()
     job_id: str = ""
     organization_id: Any = None
-
-
-def _pod_time(event: PodEvent) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(event.timestamp, tz=dt_timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 # ------------------------------------------------------------------ one handler per event type

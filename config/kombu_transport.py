@@ -1,4 +1,8 @@
-"""Make kombu's Redis transport keep unacknowledged messages across a broker restart.
+"""A kombu Redis transport that keeps unacknowledged messages across a broker restart.
+
+The Celery worker uses it (`CELERY_WORKER_BROKER_TRANSPORT`, set on the worker's configuration
+by `config/celery.py` at `celeryd_init`); web processes, commands and tests that only send tasks
+keep kombu's own transport, untouched: nothing is patched at import.
 
 kombu 5.7.0 (the newest release on our index) has two faults on this path, both seen with
 `task_acks_late` while Redis restarts under load (tests/reliability/test_reliability_broker_faults.py):
@@ -23,7 +27,7 @@ kombu 5.7.0 (the newest release on our index) has two faults on this path, both 
    kombu drops it. (Not fixable here: a BRPOP answer that Redis logged but never sent, because it
    stopped in between, never reaches the worker; celery/celery#1392, docs/reliability.md.)
 
-What this module changes (nothing else):
+What the subclasses change (nothing else):
 
 - `Channel._connparams` on a closed or detached channel raises redis's `ConnectionError` instead
   of an `AttributeError`: every caller (Celery's `ignore_errors`, `ack_log_error`,
@@ -40,8 +44,8 @@ Like kombu's own restore at close, this is at-least-once: a task still running w
 connection dropped cannot be acknowledged on the dead channel and is delivered again, so it may
 run twice (every task here is idempotent; docs/reliability.md). Parked messages live in this
 process and are matched by `unacked_key`: one broker per worker process, as a Celery worker has.
-Only kombu 5.7.x is patched: on
-another version `apply()` leaves kombu alone and warns, so an upgrade is rechecked with the test.
+Tested with kombu 5.7.x: on another version the transport still
+loads but warns once, so an upgrade is rechecked with the test.
 """
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-PATCHED_KOMBU = ((5, 7),)
+TESTED_KOMBU = ((5, 7),)
 
 
 @dataclass(frozen=True)
@@ -66,12 +70,6 @@ class ParkedMessage:
 
 _parked: list[ParkedMessage] = []
 _parked_lock = threading.Lock()
-_applied = False
-
-
-def parked_count() -> int:
-    with _parked_lock:
-        return len(_parked)
 
 
 def _park(qos, delivered) -> None:
@@ -146,47 +144,41 @@ def _restore_parked(qos) -> None:
         logger.warning("gave back %d parked unacknowledged message(s)", done)
 
 
-def apply() -> bool:
-    """Patch kombu's Redis QoS once per process; False (and a warning) on an untested kombu."""
-    global _applied
-    if _applied:
-        return True
-    import kombu
-    from kombu.transport import redis as kombu_redis
-    from kombu.transport import virtual
+import kombu  # noqa: E402 - after the module's helpers, which need no kombu at import
+import redis  # noqa: E402
+from kombu.transport import redis as kombu_redis  # noqa: E402
+from kombu.transport import virtual  # noqa: E402
 
-    if tuple(kombu.VERSION[:2]) not in PATCHED_KOMBU:
-        warnings.warn(f"config.kombu_compat: kombu {kombu.__version__} is not one this patch was tested with; "
-                      "not applied. Run tests/reliability/test_reliability_broker_faults.py with "
-                      "RELIABILITY_FULL=1 and recheck.", RuntimeWarning, stacklevel=2)
-        return False
-    import redis
+if tuple(kombu.VERSION[:2]) not in TESTED_KOMBU:
+    warnings.warn(f"config.kombu_transport: kombu {kombu.__version__} is not one this transport was tested "
+                  "with. Run tests/reliability/test_reliability_broker_faults.py with RELIABILITY_FULL=1 and "
+                  "recheck.", RuntimeWarning, stacklevel=2)
 
-    QoS = kombu_redis.QoS
-    original_connparams = kombu_redis.Channel._connparams
-    original_append = QoS.append
-    original_restore_visible = QoS.restore_visible
 
-    def _connparams(self, asynchronous=False):
-        if self.connection is None or self.connection.client is None:
-            raise redis.exceptions.ConnectionError("this kombu channel's broker connection is closed")
-        return original_connparams(self, asynchronous=asynchronous)
-
+class QoS(kombu_redis.QoS):
     def append(self, message, delivery_tag):
         # Known to the channel first: if the hash write below fails, restore_unacked still has it.
         virtual.QoS.append(self, message, delivery_tag)
-        original_append(self, message, delivery_tag)
+        super().append(message, delivery_tag)
 
     def restore_unacked(self, client=None):
         return _restore_unacked(self, client)
 
     def restore_visible(self, *args, **kwargs):
         _restore_parked(self)
-        return original_restore_visible(self, *args, **kwargs)
+        return super().restore_visible(*args, **kwargs)
 
-    kombu_redis.Channel._connparams = _connparams
-    QoS.append = append
-    QoS.restore_unacked = restore_unacked
-    QoS.restore_visible = restore_visible
-    _applied = True
-    return True
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+    def _connparams(self, asynchronous=False):
+        if self.connection is None or self.connection.client is None:
+            raise redis.exceptions.ConnectionError("this kombu channel's broker connection is closed")
+        return super()._connparams(asynchronous=asynchronous)
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with the channel above (select it as `transport=`)."""
+
+    Channel = Channel

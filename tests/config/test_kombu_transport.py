@@ -1,4 +1,4 @@
-"""config/kombu_compat.py against a private redis-server that the tests kill: the steps Celery's
+"""config/kombu_transport.py against a private redis-server that the tests kill: the steps Celery's
 consumer takes on a lost connection (`collect()`, then `close()`), done by hand on a kombu
 connection holding an unacknowledged message. The full-size proof, a real worker and 20 restarts
 under load, is tests/reliability/test_reliability_broker_faults.py."""
@@ -12,8 +12,7 @@ import pytest
 import redis as redis_client
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-import config  # noqa: F401 - importing the project applies the patch (config/celery.py)
-from config import kombu_compat
+import config  # noqa: F401 - the project's Celery app, as the worker loads it
 from tests.reliability.servers import PrivateRedis, redis_binary
 
 pytestmark = [pytest.mark.slow,
@@ -52,7 +51,7 @@ def _lose_connection(conn: Connection, channel) -> None:
 
 
 def _consume_again(url: str, queue: Queue, timeout_s: float = 5, max_messages: int = 1) -> list[dict]:
-    with Connection(url) as conn:
+    with _connection(url) as conn:
         channel = conn.default_channel
         channel.qos.restore_visible(num=100)  # what the worker does when it registers a new connection
         got = []
@@ -66,8 +65,32 @@ def _consume_again(url: str, queue: Queue, timeout_s: float = 5, max_messages: i
         return got
 
 
-def test_the_patch_is_applied_on_this_kombu():
-    assert kombu_compat.apply() is True
+TRANSPORT = "config.kombu_transport:Transport"
+
+
+def _connection(url):
+    """What the worker opens: its configured transport (CELERY_WORKER_BROKER_TRANSPORT)."""
+    return Connection(url, transport=TRANSPORT)
+
+
+def test_only_the_worker_uses_the_transport_and_kombu_itself_is_untouched():
+    from celery import signals
+    from django.conf import settings
+    from kombu.transport import redis as kombu_redis
+
+    from config import kombu_transport
+    from config.celery import app
+
+    assert settings.CELERY_WORKER_BROKER_TRANSPORT == TRANSPORT
+    # Importing the project patched nothing: kombu's own classes are kombu's.
+    assert kombu_redis.QoS.restore_unacked is not kombu_transport.QoS.restore_unacked
+    assert kombu_redis.Channel.QoS is kombu_redis.QoS
+    assert app.conf.broker_transport in (None, "")  # web processes and commands: kombu's transport
+    conf = type("Conf", (), {"broker_transport": None})()
+    signals.celeryd_init.send(sender="worker@test", conf=conf, instance=None, options={})
+    assert conf.broker_transport == TRANSPORT  # the worker, at start, before it connects
+    with Connection("redis://127.0.0.1:6379/0", transport=conf.broker_transport) as worker_side:
+        assert isinstance(worker_side.transport, kombu_transport.Transport)  # built, not connected
 
 
 def _listen_on_a_broadcast_queue(conn: Connection, name: str):
@@ -91,7 +114,7 @@ def _lose_connection_as_a_worker_does(conn, channel, queue, broker) -> None:
 
 def test_close_while_broker_is_down_keeps_the_worker_and_the_message(broker):
     queue = _queue()
-    conn = Connection(broker.url)
+    conn = _connection(broker.url)
     channel, message = _deliver_one(conn, queue, {"n": 1})
 
     # kombu 5.7 unpatched: AttributeError: 'NoneType' object has no attribute 'hostname' (the
@@ -107,7 +130,7 @@ def test_a_message_popped_as_the_broker_dies_is_not_lost(broker):
     """BRPOP takes the message off the queue; kombu then writes it to the `unacked` hash. If Redis
     dies in between, only the worker has it. kombu 5.7 unpatched: lost."""
     queue = _queue()
-    conn = Connection(broker.url)
+    conn = _connection(broker.url)
     channel, first = _deliver_one(conn, queue, {"n": 1})
     Producer(channel).publish({"n": 2}, exchange=queue.exchange, routing_key=queue.routing_key)
     channel._brpop_start()  # Redis answers at once with message 2...
@@ -124,7 +147,7 @@ def test_a_message_missing_from_the_unacked_hash_is_given_back_from_memory(broke
     """BRPOP removes the message from the queue before kombu writes the `unacked` hash; if Redis
     dies in between, the hash never gets it. The channel's own copy is given back instead."""
     queue = _queue()
-    conn = Connection(broker.url)
+    conn = _connection(broker.url)
     channel, message = _deliver_one(conn, queue, {"n": 2})
     redis_client.Redis.from_url(broker.url).delete("unacked", "unacked_index")
 
@@ -135,7 +158,7 @@ def test_a_message_missing_from_the_unacked_hash_is_given_back_from_memory(broke
 
 def test_an_acknowledged_message_is_not_given_back(broker):
     queue = _queue()
-    conn = Connection(broker.url)
+    conn = _connection(broker.url)
     channel, message = _deliver_one(conn, queue, {"n": 3})
     message.ack()
 
@@ -149,7 +172,7 @@ def test_acknowledging_on_a_closed_channel_is_a_connection_error(broker):
     kombu 5.7 unpatched: AttributeError, which Celery's ack_log_error does not catch (the worker
     exits); patched: a connection error, logged as "Couldn't ack", and the message runs again."""
     queue = _queue()
-    conn = Connection(broker.url)
+    conn = _connection(broker.url)
     channel, message = _deliver_one(conn, queue, {"n": 4})
     errors = conn.connection_errors
     _lose_connection_as_a_worker_does(conn, channel, queue, broker)
