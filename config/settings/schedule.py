@@ -6,7 +6,7 @@ an entry edited in the admin is overwritten then). The entries' names are the on
 data migrations used, so a database they filled is updated in place.
 """
 from .artifacts import ARTIFACT_PRUNE_INTERVAL_S
-from .billing import BILLING_ENFORCE_INTERVAL_S
+from .billing import BILLING_ENFORCE_INTERVAL_S, BILLING_RECONCILE_INTERVAL_S
 from .gpu import RECONCILE_INTERVAL_S
 from .validation import VALIDATION_RECOVER_INTERVAL_S
 
@@ -19,6 +19,9 @@ CELERY_BEAT_SCHEDULE = {
     # The overshoot bound of a hard cap is this interval x the running rate (docs/billing.md).
     "billing: meter running jobs and enforce budgets": {
         "task": "billing.tasks.budgets_enforce", "schedule": float(BILLING_ENFORCE_INTERVAL_S),
+    },
+    "billing: reconcile recorded pod cost with the provider's": {
+        "task": "billing.tasks.costs_reconcile", "schedule": float(BILLING_RECONCILE_INTERVAL_S),
     },
     "billing: refresh GPU prices from RunPod": {
         "task": "billing.tasks.catalog_refresh", "schedule": float(DAY_S),
