@@ -51,10 +51,6 @@ def _softcap(model) -> float | None:
     return getattr(_causal_lm(model).config, "final_logit_softcapping", None)
 
 
-def _slice_ce_sum(lm_head, hidden, labels, softcap):
-    return _slice_ce_sum_correct(lm_head, hidden, labels, softcap)[0]
-
-
 def _slice_ce_sum_correct(lm_head, hidden, labels, softcap):
     """Summed cross-entropy of one slice and how many of its tokens the model predicts (argmax)."""
     import torch

@@ -2,6 +2,7 @@
 jobs services are another app's), and audit rows that move a job the way job_transition records it."""
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.db import transaction
@@ -104,3 +105,22 @@ def move(job: TrainingJob, to_status: str, at: datetime, *, attempt: int = 1, po
 
 def after(seconds: float, start: datetime = T0) -> datetime:
     return start + timedelta(seconds=seconds)
+
+
+@contextlib.contextmanager
+def fake_runpod(settings, monkeypatch, home, *, api_key: str, **server_kwargs):
+    """The project's fake RunPod server, with the settings that make the real SDK talk to it."""
+    from tests.fakes.runpod_server import FakeRunPodServer
+    from training.providers import clear_provider_cache
+
+    monkeypatch.setenv("HOME", str(home))  # the SDK reads ~/.runpod/config.toml
+    with FakeRunPodServer(api_key=api_key, terminate_polls=0, **server_kwargs) as server:
+        settings.GPU_PROVIDER = "runpod"
+        settings.RUNPOD_API_KEY = api_key
+        settings.RUNPOD_API_BASE_URL = server.base_url
+        settings.RUNPOD_IMAGE = "brightrun/gpu-worker:test"
+        clear_provider_cache()
+        try:
+            yield server
+        finally:
+            clear_provider_cache()

@@ -6,12 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from billing_factories import H100, create_and_admit, sample_dataset
+from billing_factories import fake_runpod, H100, create_and_admit, sample_dataset
 
 from billing.models import JobCost
-from tests.fakes.runpod_server import FakeRunPodServer
 from training.models import JobEvent, TrainingJob
-from training.providers import NoCapacityError, clear_provider_cache
+from training.providers import NoCapacityError
 from training.services import pods
 
 A100_PCIE = "NVIDIA A100 80GB PCIe"
@@ -25,15 +24,8 @@ def dataset(organization, sample_file):
 
 @pytest.fixture
 def runpod(settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    with FakeRunPodServer(api_key="fb-key", terminate_polls=0) as server:
-        settings.GPU_PROVIDER = "runpod"
-        settings.RUNPOD_API_KEY = "fb-key"
-        settings.RUNPOD_API_BASE_URL = server.base_url
-        settings.RUNPOD_IMAGE = "brightrun/gpu-worker:test"
-        clear_provider_cache()
+    with fake_runpod(settings, monkeypatch, tmp_path, api_key="fb-key") as server:
         yield server
-        clear_provider_cache()
 
 
 def test_launch_walks_the_alternatives_records_what_it_got_and_reprices(organization, dataset, runpod,

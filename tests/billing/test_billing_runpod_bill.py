@@ -7,14 +7,13 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
 
 import pytest
-from billing_factories import H100, create_and_admit, move, sample_dataset
+from billing_factories import fake_runpod, H100, create_and_admit, move, sample_dataset
 
 from billing.models import JobCost
 from billing.services import job_settle
 from billing.services.metering import job_cost_meter
-from tests.fakes.runpod_server import FakeRunPodServer
 from training.models import TrainingJob
-from training.providers import NoCapacityError, ProviderAuthError, clear_provider_cache
+from training.providers import NoCapacityError, ProviderAuthError
 from training.services import pods
 
 
@@ -43,15 +42,8 @@ def clock(monkeypatch):
 
 @pytest.fixture
 def runpod(settings, tmp_path, monkeypatch, clock):
-    monkeypatch.setenv("HOME", str(tmp_path))  # the SDK reads ~/.runpod/config.toml
-    with FakeRunPodServer(api_key="bill-key", terminate_polls=0, clock=clock.ts) as server:
-        settings.GPU_PROVIDER = "runpod"
-        settings.RUNPOD_API_KEY = "bill-key"
-        settings.RUNPOD_API_BASE_URL = server.base_url
-        settings.RUNPOD_IMAGE = "brightrun/gpu-worker:test"
-        clear_provider_cache()
+    with fake_runpod(settings, monkeypatch, tmp_path, api_key="bill-key", clock=clock.ts) as server:
         yield server
-        clear_provider_cache()
 
 
 @pytest.fixture

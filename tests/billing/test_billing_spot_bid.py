@@ -6,13 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from billing_factories import H100, create_and_admit, sample_dataset
+from billing_factories import fake_runpod, H100, create_and_admit, sample_dataset
 
 from billing.errors import SpotBidError
 from billing.models import GpuType, JobCost
-from tests.fakes.runpod_server import FakeRunPodServer
 from training.models import TrainingJob
-from training.providers import clear_provider_cache
 
 
 @pytest.fixture
@@ -22,15 +20,8 @@ def dataset(organization, sample_file):
 
 @pytest.fixture
 def runpod(settings, tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    with FakeRunPodServer(api_key="bid-key", terminate_polls=0) as server:
-        settings.GPU_PROVIDER = "runpod"
-        settings.RUNPOD_API_KEY = "bid-key"
-        settings.RUNPOD_API_BASE_URL = server.base_url
-        settings.RUNPOD_IMAGE = "brightrun/gpu-worker:test"
-        clear_provider_cache()
+    with fake_runpod(settings, monkeypatch, tmp_path, api_key="bid-key") as server:
         yield server
-        clear_provider_cache()
 
 
 def test_a_spot_job_without_a_bid_bids_runpods_current_spot_price_everywhere(organization, dataset, runpod):
