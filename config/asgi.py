@@ -13,6 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from config.asgi_guards import BodyLimit, LoopbackOnly  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 from training.webhooks_asgi import PodEventsApp  # noqa: E402
 
@@ -32,6 +33,11 @@ application = ProtocolTypeRouter(
         "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), _allowed_origins),
     }
 )
+# Bodies over the route's limit are refused before they are read (config/body_limits.py), and a
+# machine-local generated secret key never serves beyond loopback (config/settings/secret_key.py).
+application = BodyLimit(application)
+if not settings.SECRET_KEY_CONFIGURED:
+    application = LoopbackOnly(application)
 
 
 # Everything loaded so far (Django, the apps, their modules: most of the process's objects) lives

@@ -142,7 +142,7 @@ def test_image_file_set_installs_and_serves_in_production(tmp_path):
                                   elsewhere, installed)
 
         port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+        server = subprocess.Popen([sys.executable, "-m", "config.serve", "-b", "127.0.0.1", "-p", str(port),
                                    "config.asgi:application"], cwd=elsewhere, env=installed,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         try:
