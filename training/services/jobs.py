@@ -22,6 +22,7 @@ from gpu_worker.presets import PRESETS, ConfigError, resolve_hyperparameters
 from training import states
 from training.broadcast import broadcast_job_update
 from training.errors import DomainError
+from training.services.job_inputs import notes_check
 from training.models import JobEvent, TrainingJob
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def job_create(
     if dataset.organization_id != organization.pk:
         raise JobConfigError("the dataset belongs to another organization", detail={"field": "dataset"})
     base_model = base_model or settings.DEFAULT_BASE_MODEL
+    notes_check(notes)
     hp = job_config_resolve(preset=preset, overrides=overrides or {}, base_model=base_model)
     if spot and bid_per_gpu is not None and float(bid_per_gpu) <= 0:
         raise JobConfigError("bid_per_gpu must be > 0 for a spot pod", detail={"field": "bid_per_gpu"})
