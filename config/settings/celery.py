@@ -33,3 +33,7 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # One queue name per deployment; tests give each run its own so parallel runs never share tasks.
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+# Pod control (launch, resume, stop, terminate) on `<default queue><suffix>`, with its own worker
+# (config/celery_routes.py): `celery worker -Q celery.pods` besides the default `-Q celery`.
+CELERY_POD_QUEUE_SUFFIX = env_str("CELERY_POD_QUEUE_SUFFIX", ".pods")
+CELERY_TASK_ROUTES = ("config.celery_routes.route",)

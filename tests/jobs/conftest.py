@@ -60,7 +60,7 @@ class Stack:
     def start_worker(self, *, wait_ready: bool = True, extra_env: dict | None = None) -> subprocess.Popen:
         self.starts += 1
         self.worker_log = self.log_dir / f"worker-{self.starts}.log"
-        argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queue, "-l", "INFO",
+        argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", f"{self.queue},{self.queue}.pods", "-l", "INFO",
                 "--concurrency", "2", "-n", f"test-{self.queue}-{self.starts}@%h", "--without-gossip",
                 "--without-mingle"]
         self.worker = subprocess.Popen(argv, cwd=REPO_ROOT, env={**self.env, **(extra_env or {})},
@@ -145,6 +145,7 @@ def job_stack(transactional_db, live_server, settings, storage_root, tmp_path):
         provider.terminate(pod.pod_id)
     with celery_app.connection_for_write() as conn:
         conn.default_channel.queue_purge(queue)
+        conn.default_channel.queue_purge(f"{queue}.pods")  # pod control (config/celery_routes.py)
     celery_app.conf.task_default_queue = previous_queue
     clear_provider_cache()
 

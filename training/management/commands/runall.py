@@ -25,6 +25,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from config import embedded
+from config.celery_routes import pod_control_queue
 from config.settings.secret_key import is_loopback, refusal
 
 GRACE_S = 10.0
@@ -42,7 +43,7 @@ SOCKET_ACTIVATION = (
     "os.environ.update(LISTEN_FDS='1', LISTEN_FDNAMES='web', LISTEN_PID=str(os.getpid())); "
     "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
 )
-PROCESSES = ("web", "worker", "beat")
+PROCESSES = ("web", "worker", "pods", "beat")
 
 
 class Commands(dict):
@@ -75,8 +76,14 @@ def process_commands(host: str, port: int, concurrency: int, web_workers: int | 
         for name in commands:
             commands.env[name] = {"DATABASE_POOL": os.environ.get("DATABASE_POOL", "1")}
     if "worker" in only:
-        commands["worker"] = [py, "-m", "celery", "-A", "config", "worker", "-l", "INFO", "--concurrency",
-                              str(concurrency), "-n", f"worker-{os.getpid()}@%h"]
+        commands["worker"] = [py, "-m", "celery", "-A", "config", "worker", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE,
+                              "-l", "INFO", "--concurrency", str(concurrency), "-n", f"worker-{os.getpid()}@%h"]
+    if "pods" in only:
+        # Pod control (launch, stop, terminate) has its own queue and worker: a cancel never waits
+        # behind validation or packaging (config/celery_routes.py).
+        commands["pods"] = [py, "-m", "celery", "-A", "config", "worker", "-Q",
+                            pod_control_queue(settings.CELERY_TASK_DEFAULT_QUEUE), "-l", "INFO", "--concurrency",
+                            str(max(2, concurrency)), "-n", f"pods-{os.getpid()}@%h"]
     if "beat" in only:
         commands["beat"] = [py, "-m", "celery", "-A", "config", "beat", "-l", "INFO",
                             "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"]
@@ -190,7 +197,7 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=None,
                             help="daphne processes sharing the port (default: the WEB_WORKERS setting)")
         parser.add_argument("--only", default=",".join(PROCESSES),
-                            help="comma-separated subset of web,worker,beat (a container runs one each)")
+                            help="comma-separated subset of web,worker,pods,beat (a container runs one each)")
         parser.add_argument("--no-migrate", action="store_true")
 
     def handle(self, *args, **opts):
