@@ -54,3 +54,25 @@ def test_runall_and_compose_run_a_pod_control_worker():
     services = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
     assert "celery.pods" in services["pod-worker"]["command"]
     assert "celery.pods" not in services["worker"]["command"] and "celery" in services["worker"]["command"]
+
+
+def test_a_repeated_validation_request_returns_the_live_run(organization, client_as, isolated_queue):
+    from accounts.models import Role
+    from tests.validation.test_validation_runs import _completed_job
+    from validation.models import RunStatus, ValidationRun
+
+    engineer = client_as("eng", organization, Role.ENGINEER)
+    job = _completed_job(organization, engineer.user)
+    first = engineer.post(f"/api/v1/jobs/{job.pk}/validation/")
+    assert first.status_code == 202, first.json()
+    answers = [engineer.post(f"/api/v1/jobs/{job.pk}/validation/") for _ in range(36)]
+    assert {a.status_code for a in answers} == {200}
+    assert {a.json()["id"] for a in answers} == {first.json()["id"]}
+    assert ValidationRun.objects.filter(job=job, trigger="on_demand").count() == 1
+    queued = _queued_task_names(isolated_queue).count("validation.tasks.validation_run_execute")
+    record("16.5 pod control", "validation runs / tasks queued for 37 requests on one job", f"1 / {queued}",
+           target="1 / 1 (was 37 / 37)")
+    assert queued == 1
+    # Once it has finished, a new request starts a new run.
+    ValidationRun.objects.filter(pk=first.json()["id"]).update(status=RunStatus.COMPLETED)
+    assert engineer.post(f"/api/v1/jobs/{job.pk}/validation/").status_code == 202
