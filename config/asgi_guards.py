@@ -13,7 +13,10 @@ from __future__ import annotations
 import json
 import logging
 
-from config.body_limits import limit_for
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from config.body_limits import credential_valid, limit_for
 from config.settings.secret_key import is_loopback, refusal
 
 logger = logging.getLogger("config.guards")
@@ -66,6 +69,11 @@ class BodyLimit:
                     return await send_json(send, 400, "bad_request", "Content-Length is not a number")
         if length is not None and length > limit.max_bytes:
             return await send_json(send, 413, "too_large", limit.message(length), {"limit_bytes": limit.max_bytes})
+        if (length is not None and length > settings.ANON_BODY_MAX_BYTES and limit.needs_credential
+                and not await sync_to_async(credential_valid, thread_sensitive=False)(headers)):
+            return await send_json(send, 401, "not_authenticated",
+                                   f"a body over {settings.ANON_BODY_MAX_BYTES} bytes needs a valid credential "
+                                   "(Authorization: Token/Bearer, or a signed-in session); nothing was read")
         if length is not None:
             return await self.app(scope, receive, send)
         seen = 0

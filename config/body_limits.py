@@ -28,6 +28,7 @@ STORAGE_LINK_PREFIX = "/api/v1/artifacts/files/"
 class Limit:
     max_bytes: int
     why: str
+    needs_credential: bool = False  # the limit was granted for a credential's presence
 
     def message(self, size: int) -> str:
         return (f"request body of {size} bytes is over the {self.max_bytes}-byte limit for {self.why}; "
@@ -72,5 +73,40 @@ def limit_for(method: str, path: str, headers) -> Limit:
     if not (_header(headers, b"authorization") or _has_session(headers)):
         return Limit(settings.ANON_BODY_MAX_BYTES, "a request without credentials (sign in or send a token)")
     if path.startswith(UPLOAD_PREFIXES):
-        return Limit(settings.DATASET_MAX_BYTES + MULTIPART_SLACK, "a dataset upload (DATASET_MAX_BYTES)")
-    return Limit(settings.REQUEST_BODY_MAX_BYTES, "this route")
+        return Limit(settings.DATASET_MAX_BYTES + MULTIPART_SLACK, "a dataset upload (DATASET_MAX_BYTES)", True)
+    return Limit(settings.REQUEST_BODY_MAX_BYTES, "this route", True)
+
+
+def credential_valid(headers) -> bool:
+    """Whether the request's credential is real (database lookups: run it in a thread). Asked by
+    the ASGI guard before a body above the anonymous limit is handed to Django, so a forged header
+    buys nothing: a multipart parse of a body costs many times its size."""
+    from django.db import close_old_connections
+
+    auth = (_header(headers, b"authorization") or b"").decode("latin-1").strip()
+    scheme, _, raw = auth.partition(" ")
+    raw = raw.strip()
+    try:
+        if scheme.lower() == "token" and raw:
+            from rest_framework.authtoken.models import Token
+
+            return Token.objects.filter(key=raw, user__is_active=True).exists()
+        if scheme.lower() == "bearer" and raw:
+            from finetuning.services import api_key_authenticate
+
+            key = api_key_authenticate(raw_key=raw)
+            return key is not None and key.user.is_active
+        if auth:
+            return False
+        cookie = (_header(headers, b"cookie") or b"").decode("latin-1")
+        name = settings.SESSION_COOKIE_NAME + "="
+        for part in cookie.split(";"):
+            part = part.strip()
+            if part.startswith(name):
+                from importlib import import_module
+
+                store = import_module(settings.SESSION_ENGINE).SessionStore(session_key=part[len(name):])
+                return bool(store.get("_auth_user_id"))
+        return False
+    finally:
+        close_old_connections()

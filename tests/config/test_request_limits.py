@@ -92,6 +92,7 @@ def test_asgi_guard_refuses_a_generated_key_beyond_loopback():
     assert len(called) == 1
 
 
+@pytest.mark.django_db
 def test_asgi_guard_refuses_by_content_length_before_reading(settings):
     from config.asgi_guards import BodyLimit
 
@@ -113,8 +114,9 @@ def test_asgi_guard_refuses_by_content_length_before_reading(settings):
     async def passes(scope, receive, send):
         seen.append(scope["path"])
 
-    _call(BodyLimit(passes), authed)
-    assert seen == ["/api/v1/datasets/"]
+    sent, _ = _call(BodyLimit(passes), authed)
+    # Within the upload limit, but the token is forged: refused before the body is read.
+    assert sent[0]["status"] == 401 and seen == []
     # No Content-Length: counted while read, cut off past the limit.
     chunk = b"x" * 32 * 1024
 
@@ -195,3 +197,30 @@ def test_daphne_refuses_large_bodies_before_buffering_them(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_asgi_guard_checks_the_credential_before_a_large_body(make_user, organization):
+    from rest_framework.authtoken.models import Token
+
+    from config.asgi_guards import BodyLimit
+
+    calls = []
+
+    async def inner(scope, receive, send):
+        calls.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    user = make_user("uploader", organization)
+    good = Token.objects.create(user=user).key
+    big = str(5 * 1024 * 1024).encode()
+    scope = {"type": "http", "method": "POST", "path": "/api/v1/jobs/", "headers": [(b"content-length", big)]}
+    sent, reads = _call(BodyLimit(inner), {**scope, "headers": [*scope["headers"], (b"authorization", b"Token forged")]})
+    assert sent[0]["status"] == 401 and reads == 0 and not calls
+    sent, _ = _call(BodyLimit(inner), {**scope, "headers": [*scope["headers"], (b"authorization", f"Token {good}".encode())]})
+    assert sent[0]["status"] == 204 and calls == ["/api/v1/jobs/"]
+    # A small body is not looked up here (the view authenticates it as usual).
+    small = {**scope, "headers": [(b"content-length", b"100"), (b"authorization", b"Token forged")]}
+    sent, _ = _call(BodyLimit(inner), small)
+    assert sent[0]["status"] == 204
