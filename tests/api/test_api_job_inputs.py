@@ -51,7 +51,8 @@ def test_refused_before_anything_is_written(eng, dataset, fields, says):
     assert TrainingJob.objects.count() == 0
 
 
-def test_the_same_answer_whether_a_path_outside_the_models_folder_exists(eng, dataset, tmp_path):
+def test_the_same_answer_whether_a_path_outside_the_models_folder_exists(eng, dataset, tmp_path, settings):
+    settings.MODELS_DIR = str(tmp_path / "models")
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "config.json").write_text("{}")
     real = _create(eng, dataset, base_model=str(tmp_path / "real")).json()

@@ -112,6 +112,9 @@ def job_stack(transactional_db, live_server, settings, storage_root, tmp_path):
     settings.GPU_PROVIDER = "local"
     settings.CHECKPOINT_EVERY_STEPS = 2
     settings.POD_COMPLETED_EXIT_WAIT_S = 1
+    # Base models named by path must sit under MODELS_DIR (issue 16): here, pytest's temp folder,
+    # where the tiny model is built.
+    settings.MODELS_DIR = str(tmp_path.parent)
     clear_provider_cache()
     previous_queue = celery_app.conf.task_default_queue
     celery_app.conf.task_default_queue = queue
@@ -127,6 +130,7 @@ def job_stack(transactional_db, live_server, settings, storage_root, tmp_path):
         "CHECKPOINT_EVERY_STEPS": "2",
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "POD_COMPLETED_EXIT_WAIT_S": "1",
+        "MODELS_DIR": str(tmp_path.parent),
         # A small evaluating stage for the tiny CPU model (the validation tests ask for more).
         "POD_EVAL_MAX_REPLIES": "2",
         "POD_EVAL_MAX_NEW_TOKENS": "12",
