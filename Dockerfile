@@ -12,6 +12,8 @@ COPY training ./training
 COPY billing ./billing
 COPY validation ./validation
 COPY artifacts ./artifacts
+COPY finetuning ./finetuning
+COPY dashboard ./dashboard
 COPY gpu_worker ./gpu_worker
 COPY templates ./templates
 COPY manage.py ./

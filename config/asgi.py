@@ -10,17 +10,19 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from config.asgi_guards import BodyLimit, LoopbackOnly  # noqa: E402
+from config.ws_guard import OriginGuard  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 from training.webhooks_asgi import PodEventsApp  # noqa: E402
 
-# A websocket's Origin must be one of our hosts (ALLOWED_HOSTS, as AllowedHostsOriginValidator
-# checks) or a configured frontend origin (FRONTEND_ORIGINS, which CORS allows for HTTP).
-_allowed_origins = list(settings.ALLOWED_HOSTS) + list(settings.CORS_ALLOWED_ORIGINS)
+# A websocket's Origin, when sent, must be this server's own (scheme, host and port; the host in
+# ALLOWED_HOSTS) or a configured frontend origin (FRONTEND_ORIGINS, which CORS allows for HTTP);
+# config/ws_guard.py.
+_allowed_hosts = list(settings.ALLOWED_HOSTS)
 if settings.DEBUG and not settings.ALLOWED_HOSTS:
-    _allowed_origins += [".localhost", "127.0.0.1", "[::1]"]
+    _allowed_hosts += [".localhost", "127.0.0.1", "[::1]"]
 
 # Pod events skip Django's middleware stack (the same view, called directly; see
 # training/webhooks_asgi.py): most of an event's CPU went to the middleware's thread hops.
@@ -29,9 +31,15 @@ http_app = PodEventsApp(django_asgi_app) if settings.POD_EVENTS_FAST_PATH else d
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), _allowed_origins),
+        "websocket": OriginGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+                                 frontend_origins=settings.CORS_ALLOWED_ORIGINS, allowed_hosts=_allowed_hosts),
     }
 )
+# Bodies over the route's limit are refused before they are read (config/body_limits.py), and a
+# machine-local generated secret key never serves beyond loopback (config/settings/secret_key.py).
+application = BodyLimit(application)
+if not settings.SECRET_KEY_CONFIGURED:
+    application = LoopbackOnly(application)
 
 
 # Everything loaded so far (Django, the apps, their modules: most of the process's objects) lives

@@ -1,6 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from accounts.forms import LoginForm
 from dashboard import views
 
 app_name = "dashboard"
@@ -16,6 +17,7 @@ urlpatterns = [
     path("datasets/", views.datasets, name="datasets"),
     path("datasets/<uuid:pk>/", views.dataset_detail, name="dataset"),
     path("budgets/", views.budgets, name="budgets"),
-    path("login/", auth_views.LoginView.as_view(template_name="dashboard/login.html"), name="login"),
+    path("login/", auth_views.LoginView.as_view(template_name="dashboard/login.html",
+                                                    authentication_form=LoginForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

@@ -5,13 +5,14 @@ import re
 
 from django.conf import settings
 from django.utils.functional import cached_property
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.selectors import organization_for_user
+from config.parsers import LimitedJSONParser
 from finetuning import selectors, services
 from finetuning.authentication import ApiKeyAuthentication
 from finetuning.errors import ApiError, PermissionDenied, exception_handler
@@ -35,7 +36,7 @@ class OpenAIApiView(APIView):
 
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [IsAuthenticated]
-    parser_classes = [JSONParser]
+    parser_classes = [LimitedJSONParser]
     renderer_classes = [JSONRenderer]
     throttle_classes: list = []
     schema = None  # documented in docs/openai-api.md, not in the DRF schema

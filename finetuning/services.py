@@ -27,6 +27,7 @@ from finetuning.selectors import fine_tuning_job_status
 from gpu_worker.presets import DEFAULT_PRESET, PRESETS
 from training.errors import DatasetImportError, DatasetTooLarge
 from training.models import Dataset
+from training.services import job_inputs
 from training.services import jobs as job_services
 from training.services.dataset_compose import dataset_compose
 from training.services.datasets import _too_large, dataset_import
@@ -213,6 +214,11 @@ def fine_tuning_job_create(*, organization, user, api_key: ApiKey, request: JobR
     # Files and hyperparameters are checked before anything is written. The dataset is chosen (a
     # composed one is committed on its own, like an upload) before the job's transaction: its
     # stored objects could not be taken back by a rollback of that transaction.
+    if request.model:
+        try:
+            job_inputs.base_model_check(request.model)
+        except job_inputs.JobInputError as exc:
+            raise ApiError(exc.message.replace("base_model", "model", 1), param="model", code=exc.code) from exc
     training_file = _file_for(organization, request.training_file, "training_file")
     validation_file = _file_for(organization, request.validation_file, "validation_file")
     overrides = hyperparameters_to_overrides(preset=request.preset, hyperparameters=request.hyperparameters,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,17 @@ def _is_number(value: Any) -> bool:
             and math.isfinite(float(value)))
 
 
+# Integer upper bounds, each with the reason a larger value can only fail (or waste a rented GPU).
+INT_MAXIMA = {
+    "micro_batch_size": (1024, "a batch larger than this cannot fit in any GPU's memory at LoRA sequence lengths"),
+    "gradient_accumulation_steps": (4096, "an optimizer step would take hours; lower it or the learning rate"),
+    "max_seq_len": (131072, "no supported base model (Llama-3.x: at most 128k tokens) has a longer context"),
+    "seed": (2 ** 32 - 1, "random generators (torch, numpy) take 32-bit seeds"),
+}
+MAX_TARGET_MODULES = 64
+MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}(\.[A-Za-z_][A-Za-z0-9_]{0,99}){0,7}$")
+
+
 def hyperparameter_errors(hp: Hyperparameters, model_max_context: int | None = None) -> list[str]:
     """Every problem with `hp`, as sentences a person can act on (empty when valid)."""
     errors: list[str] = []
@@ -91,6 +103,9 @@ def hyperparameter_errors(hp: Hyperparameters, model_max_context: int | None = N
             errors.append(f"{name} must be an integer (got {value!r})")
         elif value < minimum:
             errors.append(f"{name} must be >= {minimum} (got {value})")
+        elif name in INT_MAXIMA and value > INT_MAXIMA[name][0]:
+            maximum, why = INT_MAXIMA[name]
+            errors.append(f"{name} must be <= {maximum} (got {value}): {why}")
 
     def need_number(name: str) -> bool:
         value = getattr(hp, name)
@@ -102,13 +117,20 @@ def hyperparameter_errors(hp: Hyperparameters, model_max_context: int | None = N
     need_int("lora_r", 1)
     if _is_int(hp.lora_r) and hp.lora_r > 1024:
         errors.append(f"lora_r must be <= 1024 (got {hp.lora_r})")
-    if need_number("lora_alpha") and hp.lora_alpha <= 0:
-        errors.append(f"lora_alpha must be > 0 (got {hp.lora_alpha})")
+    if need_number("lora_alpha") and not 0 < hp.lora_alpha <= 4096:
+        errors.append(f"lora_alpha must be in (0, 4096] (got {hp.lora_alpha}); the usual value is 1-2x lora_r")
     if need_number("lora_dropout") and not 0 <= hp.lora_dropout < 1:
         errors.append(f"lora_dropout must be in [0, 1) (got {hp.lora_dropout})")
     if (not isinstance(hp.target_modules, (tuple, list)) or not hp.target_modules
             or not all(isinstance(m, str) and m for m in hp.target_modules)):
         errors.append(f"target_modules must be a non-empty list of module names (got {hp.target_modules!r})")
+    elif len(hp.target_modules) > MAX_TARGET_MODULES:
+        errors.append(f"target_modules must name at most {MAX_TARGET_MODULES} modules (got {len(hp.target_modules)})")
+    else:
+        bad = [m for m in hp.target_modules if not MODULE_NAME.match(m)]
+        if bad:
+            errors.append(f"target_modules must be module names (identifiers such as q_proj, optionally dotted "
+                          f"like self_attn.q_proj); not {', '.join(repr(m[:60]) for m in bad[:3])}")
     if need_number("learning_rate"):
         if hp.learning_rate <= 0:
             errors.append(f"learning_rate must be > 0 (got {hp.learning_rate})")
@@ -118,10 +140,10 @@ def hyperparameter_errors(hp: Hyperparameters, model_max_context: int | None = N
         errors.append(f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)} (got {hp.lr_scheduler!r})")
     if need_number("warmup_ratio") and not 0 <= hp.warmup_ratio < 1:
         errors.append(f"warmup_ratio must be in [0, 1) (got {hp.warmup_ratio})")
-    if need_number("weight_decay") and hp.weight_decay < 0:
-        errors.append(f"weight_decay must be >= 0 (got {hp.weight_decay})")
-    if need_number("max_grad_norm") and hp.max_grad_norm <= 0:
-        errors.append(f"max_grad_norm must be > 0 (got {hp.max_grad_norm})")
+    if need_number("weight_decay") and not 0 <= hp.weight_decay <= 1:
+        errors.append(f"weight_decay must be in [0, 1] (got {hp.weight_decay}); AdamW's decay is a fraction")
+    if need_number("max_grad_norm") and not 0 < hp.max_grad_norm <= 1000:
+        errors.append(f"max_grad_norm must be in (0, 1000] (got {hp.max_grad_norm}); 1.0 is the usual clip")
     if need_number("num_epochs"):
         if hp.num_epochs <= 0:
             errors.append(f"num_epochs must be > 0 (got {hp.num_epochs})")

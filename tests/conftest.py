@@ -3,6 +3,7 @@ DATABASE_URL and REDIS_URL (`make test` sets both); storage goes to a temporary 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,5 @@ def _isolated_from_var(request, tmp_path):
         settings = request.getfixturevalue("settings")
         settings.TOKENIZER_PATH = None
         settings.DEFAULT_BASE_MODEL = str(tmp_path / "no-default-model")
+        # Failed logins are counted in the shared Redis (accounts/lockout.py): each test its own.
+        settings.LOGIN_LOCKOUT_PREFIX = f"test-login-{uuid.uuid4().hex}"

@@ -9,12 +9,17 @@ are coalesced so a client gets at most WS_METRICS_MAX_PER_S of them per job per 
 however fast the pod reports; any other message first flushes what is pending, so the order of
 events is kept (the last points arrive before `completed`).
 
-Refusals happen at the handshake (HTTP 403): a foreign Origin (the ASGI origin validator), no
-user or no organization, or a job of another organization (the same answer as a missing one).
+Refusals (config/ws_guard.py; docs/api.md#websockets) accept, send `{"kind": "refused", "code",
+"reason"}` and close with that code: 4401 not signed in (or a forged, expired or used ticket),
+4403 a foreign Origin or a user in no organization, 4404 no such path or job (a job of another
+organization is the same answer as a missing one). A client frame that is not a JSON object is
+ignored with a log line (the socket stays open).
 """
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from typing import Any
 
@@ -22,11 +27,48 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from config.ws_guard import FORBIDDEN, NOT_FOUND, NOT_SIGNED_IN
 from training import selectors
 from training.broadcast import job_group, org_jobs_group
 from training.permissions import actor_for_user
 
 RATE_LIMITED = ("metrics", "progress")
+logger = logging.getLogger(__name__)
+
+
+class _Refusing:
+    """Distinct refusals and a tolerant frame reader, for both consumers."""
+
+    async def refuse(self, code: int, reason: str) -> None:
+        await self.accept()
+        await self.send_json({"kind": "refused", "code": code, "reason": reason})
+        await self.close(code=code, reason=reason)
+
+    async def refuse_anonymous_or_orgless(self, actor_found: bool) -> None:
+        user = self.scope.get("user")
+        if self.scope.get("ticket_used") and not self.scope.get("ticket_valid"):
+            await self.refuse(NOT_SIGNED_IN, "the ticket is forged, expired or already used; get a new one from "
+                                             "POST /api/v1/ws-tickets/ and connect within a minute")
+        elif user is None or not user.is_authenticated:
+            await self.refuse(NOT_SIGNED_IN, "not signed in: send the session cookie, or ?ticket= from "
+                                             "POST /api/v1/ws-tickets/")
+        elif not actor_found:
+            await self.refuse(FORBIDDEN, "your user belongs to no organization")
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            content = json.loads(text_data if text_data is not None else bytes_data)
+        except (TypeError, ValueError, UnicodeDecodeError) as exc:
+            logger.info("websocket %s: ignored a frame that is not JSON (%s)", self.scope.get("path"), exc)
+            return
+        if not isinstance(content, dict):
+            logger.info("websocket %s: ignored a frame that is not a JSON object", self.scope.get("path"))
+            return
+        await self.receive_json(content, **kwargs)
+
+    async def receive_json(self, content, **kwargs):
+        if content.get("action") == "ping":
+            await self.send_json({"kind": "pong"})
 
 
 def _normalize(payload: dict[str, Any]) -> dict[str, Any]:
@@ -107,14 +149,19 @@ def _jobs_snapshot(organization):
     return [selectors.job_list_payload(j) for j in selectors.job_list(organization=organization)[:50]]
 
 
-class JobConsumer(AsyncJsonWebsocketConsumer):
+class JobConsumer(_Refusing, AsyncJsonWebsocketConsumer):
     group = None
 
     async def connect(self):
         job_id = self.scope["url_route"]["kwargs"]["job_id"]
-        job = await database_sync_to_async(_job_for)(self.scope.get("user"), job_id)
+        user = self.scope.get("user")
+        actor = await database_sync_to_async(actor_for_user)(user) if user is not None and user.is_authenticated else None
+        if actor is None:
+            await self.refuse_anonymous_or_orgless(False)
+            return
+        job = await database_sync_to_async(_job_for)(user, job_id)
         if job is None:
-            await self.close(code=4403)
+            await self.refuse(NOT_FOUND, "no such job in your organization")
             return
         self.coalescer = _Coalescer(self.send_json, settings.WS_METRICS_MAX_PER_S)
         self.group = job_group(job.pk)
@@ -131,10 +178,6 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def receive_json(self, content, **kwargs):
-        if content.get("action") == "ping":
-            await self.send_json({"kind": "pong"})
-
     async def job_update(self, event):
         payload = _normalize(event["payload"])
         if payload["kind"] in RATE_LIMITED:
@@ -149,16 +192,18 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(payload)
 
 
-class JobListConsumer(AsyncJsonWebsocketConsumer):
+class JobListConsumer(_Refusing, AsyncJsonWebsocketConsumer):
     """The organization's jobs: a snapshot of the 50 newest, then status, progress and cost
     changes of any of its jobs, each with its `job_id`."""
 
     group = None
 
     async def connect(self):
-        organization = await database_sync_to_async(_org_for)(self.scope.get("user"))
+        user = self.scope.get("user")
+        organization = (await database_sync_to_async(_org_for)(user)
+                        if user is not None and user.is_authenticated else None)
         if organization is None:
-            await self.close(code=4403)
+            await self.refuse_anonymous_or_orgless(False)
             return
         self.coalescer = _Coalescer(self.send_json, settings.WS_METRICS_MAX_PER_S)
         self.group = org_jobs_group(organization.pk)

@@ -6,6 +6,7 @@ from gpu_worker.presets import PRESETS
 from training import states
 from training.models import Checkpoint, CloudType, Dataset, JobEvent, JobTemplate, MetricPoint, Preset, TrainingJob
 from training.selectors import EXPORT_KEYS, JOB_ORDERINGS, SERIES_KEYS
+from training.services.job_inputs import NOTES_MAX_CHARS, base_model_check, gpu_type_check
 
 # The models' choices (same values and labels everywhere, so the schema has one enum of each).
 PRESET_CHOICES = [(name, label) for name, label in Preset.choices if name in PRESETS]
@@ -36,7 +37,7 @@ class DatasetUploadSerializer(serializers.Serializer):
     file = serializers.FileField()
     name = serializers.CharField(required=False, max_length=200)
     val_fraction = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    seed = serializers.IntegerField(required=False)
+    seed = serializers.IntegerField(required=False, min_value=0, max_value=2 ** 31 - 1)
     on_error = serializers.ChoiceField(choices=["fail", "skip"], required=False,
                                        help_text="skip: leave out conversations that cannot be read and list them "
                                                  "in stats.skipped_conversations; fail (default): refuse the file")
@@ -80,7 +81,8 @@ class JobCreateSerializer(serializers.Serializer):
     """Fields left out are taken from `template` when one is given, else from the defaults."""
 
     dataset = serializers.UUIDField()
-    template = serializers.IntegerField(required=False, help_text="a saved configuration template of your organization")
+    template = serializers.IntegerField(required=False, min_value=1, max_value=2 ** 63 - 1,
+                                        help_text="a saved configuration template of your organization")
     preset = serializers.ChoiceField(choices=PRESET_CHOICES, required=False)
     overrides = serializers.DictField(required=False)
     base_model = serializers.CharField(required=False, max_length=500)
@@ -95,7 +97,13 @@ class JobCreateSerializer(serializers.Serializer):
                                   '"on_demand_after_spot_failures": N}: what launch may take when there is no capacity')
     client = serializers.CharField(required=False, allow_blank=True, max_length=120, default="")
     name = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
-    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=NOTES_MAX_CHARS)
+
+    def validate_base_model(self, value):
+        return base_model_check(value)
+
+    def validate_gpu_type(self, value):
+        return gpu_type_check(value)
 
 
 class JobFilterSerializer(serializers.Serializer):
@@ -121,7 +129,7 @@ class JobFilterSerializer(serializers.Serializer):
 
 
 class JobNotesSerializer(serializers.Serializer):
-    notes = serializers.CharField(allow_blank=True)
+    notes = serializers.CharField(allow_blank=True, max_length=NOTES_MAX_CHARS)
 
 
 class JobRetrySerializer(serializers.Serializer):
@@ -190,6 +198,12 @@ class JobTemplateSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "description", "base_model", "preset", "overrides", "gpu_type", "cloud_type", "spot",
                   "created_by", "created_at", "updated_at"]
         read_only_fields = ["id", "created_by", "created_at", "updated_at"]
+
+    def validate_base_model(self, value):
+        return base_model_check(value) if value else value
+
+    def validate_gpu_type(self, value):
+        return gpu_type_check(value) if value else value
 
 
 class PresetSerializer(serializers.Serializer):

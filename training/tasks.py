@@ -9,6 +9,7 @@ from django.conf import settings
 
 from training.providers import ProviderError
 from training.services import pods
+from training.services.outbox import outbox_relay
 from training.services.redrive import lost_tasks_redrive
 from training.services.webhook_secrets import webhook_secrets_revoke_expired
 
@@ -80,6 +81,8 @@ def pods_reconcile():
     if not lock.acquire(blocking=False):
         return "skipped: another reconcile is running"
     try:
+        # Follow-ups of state moves the broker did not take at the time (training/services/outbox.py).
+        relayed = outbox_relay()
         report = pods.pods_reconcile()
         # Finished jobs' webhook secrets whose late window is over, for jobs no late event touched.
         revoked = webhook_secrets_revoke_expired()
@@ -95,7 +98,7 @@ def pods_reconcile():
         except redis.exceptions.LockError:
             pass
     return {**report.__dict__, "secrets_revoked": revoked, "redriven": redriven.__dict__,
-            "dataset_stats_redriven": stats_redriven}
+            "dataset_stats_redriven": stats_redriven, "outbox_relayed": relayed}
 
 
 @shared_task(bind=True, max_retries=5)

@@ -58,5 +58,5 @@ class TicketAuthMiddleware:
             from django.contrib.auth.models import AnonymousUser
 
             user = await database_sync_to_async(ws_ticket_redeem)(ticket)
-            scope = {**scope, "user": user or AnonymousUser(), "ticket_used": True}
+            scope = {**scope, "user": user or AnonymousUser(), "ticket_used": True, "ticket_valid": user is not None}
         return await self.inner(scope, receive, send)

@@ -243,6 +243,22 @@ def validation_run_request(*, job_id, requested_by=None, trigger: str = RunTrigg
                                         judge=judge_config())
 
 
+def validation_run_request_once(*, job_id, requested_by=None) -> tuple[ValidationRun, bool]:
+    """(run, created): the job's on-demand run still pending or running if there is one (a
+    repeated request joins it: no second run, no second task queued), else a new pending run.
+    The job row is locked so two requests at once agree."""
+    from training.models import TrainingJob
+
+    with transaction.atomic():
+        TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+        live = (ValidationRun.objects.filter(job_id=job_id, trigger=RunTrigger.ON_DEMAND,
+                                             status__in=[RunStatus.PENDING, RunStatus.RUNNING])
+                .order_by("-created_at").first())
+        if live is not None:
+            return live, False
+        return validation_run_request(job_id=job_id, requested_by=requested_by), True
+
+
 def validation_run_for_job(*, job_id, trigger: str = RunTrigger.AUTOMATIC, requested_by=None) -> ValidationRun:
     """Run the whole validation of a completed job now and store it (and its report).
 

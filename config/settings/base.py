@@ -1,9 +1,17 @@
 from .env import BASE_DIR, VAR_DIR, env_bool, env_int, env_list, env_str
+from .secret_key import embedded_secret_key
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-# The embedded default needs no configuration; a production deploy must set a real key
-# (`manage.py check --deploy` warns otherwise).
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "django-insecure-embedded-default-change-me")
+# DJANGO_SECRET_KEY, or (embedded default) a random key generated on first run and kept in
+# var/secret_key (0600): no key is in the code. Serving beyond loopback needs a configured key
+# (config/settings/secret_key.py); DEPLOYMENT=production refuses to start without one.
+SECRET_KEY_CONFIGURED = bool(env_str("DJANGO_SECRET_KEY"))
+if SECRET_KEY_CONFIGURED:
+    SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+elif env_str("DEPLOYMENT") == "production":
+    SECRET_KEY = ""  # config/settings/security.py refuses to start
+else:
+    SECRET_KEY = embedded_secret_key(VAR_DIR)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 

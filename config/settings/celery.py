@@ -36,3 +36,7 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 # The worker's kombu transport (config/kombu_transport.py: keeps unacknowledged tasks across a Redis
 # restart); empty = kombu's own. Only `celery worker` applies it (config/celery.py).
 CELERY_WORKER_BROKER_TRANSPORT = env_str("CELERY_WORKER_BROKER_TRANSPORT", "config.kombu_transport:Transport")
+# Pod control (launch, resume, stop, terminate) on `<default queue><suffix>`, with its own worker
+# (config/celery_routes.py): `celery worker -Q celery.pods` besides the default `-Q celery`.
+CELERY_POD_QUEUE_SUFFIX = env_str("CELERY_POD_QUEUE_SUFFIX", ".pods")
+CELERY_TASK_ROUTES = ("config.celery_routes.route",)

@@ -21,6 +21,8 @@ DEFAULT_GPU_TYPE = env_str("DEFAULT_GPU_TYPE", "NVIDIA H100 80GB HBM3")
 
 # Base model used when a job names none. Embedded default: the tiny model built from the
 # sample dataset (python -m gpu_worker make-tiny-model) in var/models/tiny-llama.
+# Local model folders a job may name as its base_model (anything else must be a hub id).
+MODELS_DIR = env_str("MODELS_DIR", str(VAR_DIR / "models"))
 DEFAULT_BASE_MODEL = env_str("DEFAULT_BASE_MODEL", str(VAR_DIR / "models" / "tiny-llama"))
 HF_TOKEN = env_str("HF_TOKEN")
 CHECKPOINT_EVERY_STEPS = env_int("CHECKPOINT_EVERY_STEPS", 100)

@@ -30,3 +30,11 @@ if DEPLOYMENT == "production":
     SECURE_CONTENT_TYPE_NOSNIFF = True
     SECURE_REFERRER_POLICY = "same-origin"
     X_FRAME_OPTIONS = "DENY"
+
+# Login throttling and lockout (accounts/lockout.py): the token endpoint, dashboard and admin
+# logins all authenticate through this backend.
+AUTHENTICATION_BACKENDS = ["accounts.backends.LockoutModelBackend"]
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
+LOGIN_MAX_FAILURES_PER_IP = env_int("LOGIN_MAX_FAILURES_PER_IP", 50)
+LOGIN_LOCKOUT_WINDOW_S = env_int("LOGIN_LOCKOUT_WINDOW_S", 900)
+LOGIN_LOCKOUT_PREFIX = env_str("LOGIN_LOCKOUT_PREFIX", "brightrun:login")

@@ -46,3 +46,10 @@ POD_EVENTS_FAST_PATH = env_bool("POD_EVENTS_FAST_PATH", True)
 # Threads the lean path gives pod events' database work, per web process: as many as the
 # connection pool holds, so none waits for a connection while holding a thread.
 POD_EVENTS_THREADS = env_int("POD_EVENTS_THREADS", env_int("DATABASE_POOL_MAX_SIZE", 8))
+
+# Request bodies (config/body_limits.py): refused by Content-Length before any is read (413), in
+# daphne itself when served by `python -m config.serve` (runall, the image), and by an ASGI guard.
+# A request with no credential at all gets at most ANON_BODY_MAX_BYTES; dataset uploads get
+# DATASET_MAX_BYTES; other credentialed requests REQUEST_BODY_MAX_BYTES.
+ANON_BODY_MAX_BYTES = env_int("ANON_BODY_MAX_BYTES", 64 * 1024)
+REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 10 * 1024 * 1024)

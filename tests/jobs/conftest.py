@@ -60,7 +60,7 @@ class Stack:
     def start_worker(self, *, wait_ready: bool = True, extra_env: dict | None = None) -> subprocess.Popen:
         self.starts += 1
         self.worker_log = self.log_dir / f"worker-{self.starts}.log"
-        argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", self.queue, "-l", "INFO",
+        argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", f"{self.queue},{self.queue}.pods", "-l", "INFO",
                 "--concurrency", "2", "-n", f"test-{self.queue}-{self.starts}@%h", "--without-gossip",
                 "--without-mingle"]
         self.worker = subprocess.Popen(argv, cwd=REPO_ROOT, env={**self.env, **(extra_env or {})},
@@ -112,6 +112,9 @@ def job_stack(transactional_db, live_server, settings, storage_root, tmp_path):
     settings.GPU_PROVIDER = "local"
     settings.CHECKPOINT_EVERY_STEPS = 2
     settings.POD_COMPLETED_EXIT_WAIT_S = 1
+    # Base models named by path must sit under MODELS_DIR (issue 16): here, pytest's temp folder,
+    # where the tiny model is built.
+    settings.MODELS_DIR = str(tmp_path.parent)
     clear_provider_cache()
     previous_queue = celery_app.conf.task_default_queue
     celery_app.conf.task_default_queue = queue
@@ -127,6 +130,7 @@ def job_stack(transactional_db, live_server, settings, storage_root, tmp_path):
         "CHECKPOINT_EVERY_STEPS": "2",
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "POD_COMPLETED_EXIT_WAIT_S": "1",
+        "MODELS_DIR": str(tmp_path.parent),
         # A small evaluating stage for the tiny CPU model (the validation tests ask for more).
         "POD_EVAL_MAX_REPLIES": "2",
         "POD_EVAL_MAX_NEW_TOKENS": "12",
@@ -145,6 +149,7 @@ def job_stack(transactional_db, live_server, settings, storage_root, tmp_path):
         provider.terminate(pod.pod_id)
     with celery_app.connection_for_write() as conn:
         conn.default_channel.queue_purge(queue)
+        conn.default_channel.queue_purge(f"{queue}.pods")  # pod control (config/celery_routes.py)
     celery_app.conf.task_default_queue = previous_queue
     clear_provider_cache()
 

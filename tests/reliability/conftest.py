@@ -36,6 +36,7 @@ def isolated_queue(settings):
     yield queue
     with celery_app.connection_for_write() as conn:
         conn.default_channel.queue_purge(queue)
+        conn.default_channel.queue_purge(f"{queue}.pods")  # pod control (config/celery_routes.py)
     celery_app.conf.task_default_queue = previous
 
 

@@ -53,9 +53,13 @@ def v1_routes() -> list[str]:
 
 
 @pytest.fixture
-def v1_owned(organization, make_user, isolated_queue):
+def v1_owned(organization, make_user, isolated_queue, settings, tmp_path):
     """An uploaded file and a fine-tuning job of `organization`, made through the /v1/ API."""
     from finetuning.services import api_key_issue
+
+    # `model` must be a hub id or a folder under MODELS_DIR (issue 16): "tiny" is one here.
+    settings.MODELS_DIR = str(tmp_path / "models")
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
 
     owner = make_user("v1-owner", organization, Role.ADMIN)
     client = Client(HTTP_AUTHORIZATION=f"Bearer {api_key_issue(user=owner, name='owner')[1]}")

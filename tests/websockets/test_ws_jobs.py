@@ -8,7 +8,6 @@ import time
 
 import pytest
 from django.test import Client
-from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from accounts.models import Role
@@ -18,9 +17,10 @@ from tests.websockets.ws_support import session_cookie
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def _open(server, path, *, cookie=None, origin=None):
+def _open(server, path, *, cookie=None, origin=None, no_origin=False):
     headers = {"Cookie": cookie} if cookie else {}
-    return connect(server.ws + path, origin=origin or server.http, additional_headers=headers, open_timeout=10)
+    return connect(server.ws + path, origin=None if no_origin else (origin or server.http), additional_headers=headers,
+                   open_timeout=10)
 
 
 def _recv(ws, timeout=10.0):
@@ -42,10 +42,16 @@ def _recv_until(ws, predicate, timeout=15.0):
 
 
 def _refused(server, path, **kw) -> int:
-    with pytest.raises(InvalidStatus) as info:
-        with _open(server, path, **kw):
-            pass
-    return info.value.response.status_code
+    """The close code of a refused socket (after its one `refused` message, whose code agrees)."""
+    from websockets.exceptions import ConnectionClosed
+
+    with _open(server, path, **kw) as ws:
+        message = _recv(ws)
+        assert message["kind"] == "refused" and message["reason"], message
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    assert info.value.rcvd.code == message["code"], (info.value.rcvd, message)
+    return message["code"]
 
 
 def test_snapshot_then_live_updates_from_pod_events(daphne_server, organization, make_user):
@@ -123,18 +129,41 @@ def test_job_list_socket_is_the_organizations(daphne_server, organization, other
 
 
 def test_refusals(daphne_server, organization, other_organization, make_user):
+    """Each refusal has its own close code and reason (docs/api.md#websockets)."""
+    from accounts.models import Membership
+
     user = make_user("eng", organization)
     outsider = make_user("outsider", other_organization, Role.ADMIN)
+    loner = make_user("loner", organization)
+    Membership.objects.filter(user=loner).delete()
     job = make_running_job(organization, status="training")
     path = f"/ws/jobs/{job.pk}/"
-    assert _refused(daphne_server, path, cookie=session_cookie(user), origin="http://evil.example") == 403
-    assert _refused(daphne_server, path, cookie=session_cookie(outsider)) == 403
-    assert _refused(daphne_server, path) == 403  # anonymous
-    assert _refused(daphne_server, "/ws/jobs/", origin="https://evil.example") == 403
+    assert _refused(daphne_server, path, cookie=session_cookie(user), origin="http://evil.example") == 4403
+    # Same host, another port (or the default one): another origin.
+    port = int(daphne_server.http.rsplit(":", 1)[1])
+    assert _refused(daphne_server, path, cookie=session_cookie(user), origin=f"http://127.0.0.1:{port + 1}") == 4403
+    assert _refused(daphne_server, path, cookie=session_cookie(user), origin="http://127.0.0.1") == 4403
+    assert _refused(daphne_server, path, cookie=session_cookie(outsider)) == 4404  # same as a missing job
+    assert _refused(daphne_server, path) == 4401  # anonymous
+    assert _refused(daphne_server, path, cookie=session_cookie(loner)) == 4403  # no organization
+    assert _refused(daphne_server, "/ws/jobs/", origin="https://evil.example") == 4403
     missing = "/ws/jobs/00000000-0000-0000-0000-000000000000/"
-    assert _refused(daphne_server, missing, cookie=session_cookie(user)) == 403
+    assert _refused(daphne_server, missing, cookie=session_cookie(user)) == 4404
+    assert _refused(daphne_server, "/ws/jobs/not-a-uuid/", cookie=session_cookie(user)) == 4404
+    assert _refused(daphne_server, "/ws/nowhere/", cookie=session_cookie(user)) == 4404
     with _open(daphne_server, path, cookie=session_cookie(user)) as ws:  # the control
         assert _recv(ws)["kind"] == "snapshot"
+
+
+def test_bad_frames_are_ignored(daphne_server, organization, make_user):
+    user = make_user("eng", organization)
+    job = make_running_job(organization, status="training")
+    with _open(daphne_server, f"/ws/jobs/{job.pk}/", cookie=session_cookie(user)) as ws:
+        assert _recv(ws)["kind"] == "snapshot"
+        for frame in ("not json", "[1, 2]", "{\"action\": ", b"\xff\xfe"):
+            ws.send(frame)
+        ws.send(json.dumps({"action": "ping"}))
+        assert _recv(ws)["kind"] == "pong"  # still open
 
 
 def test_ticket_for_token_clients_single_use(daphne_server, organization, other_organization, make_user):
@@ -147,9 +176,14 @@ def test_ticket_for_token_clients_single_use(daphne_server, organization, other_
     ticket = api.post("/api/v1/ws-tickets/").json()["ticket"]
     with _open(daphne_server, f"/ws/jobs/{job.pk}/?ticket={ticket}") as ws:
         assert _recv(ws)["kind"] == "snapshot"
-    assert _refused(daphne_server, f"/ws/jobs/{job.pk}/?ticket={ticket}") == 403  # used
-    assert _refused(daphne_server, f"/ws/jobs/{job.pk}/?ticket={ticket[:-2]}xx") == 403  # forged
+    assert _refused(daphne_server, f"/ws/jobs/{job.pk}/?ticket={ticket}") == 4401  # used
+    assert _refused(daphne_server, f"/ws/jobs/{job.pk}/?ticket={ticket[:-2]}xx") == 4401  # forged
+    # A client with no Origin (a server-side frontend, a script) authenticates with a ticket.
+    ticket = api.post("/api/v1/ws-tickets/").json()["ticket"]
+    with _open(daphne_server, f"/ws/jobs/{job.pk}/?ticket={ticket}", no_origin=True) as ws:
+        assert _recv(ws)["kind"] == "snapshot"
+    assert _refused(daphne_server, f"/ws/jobs/{job.pk}/", no_origin=True) == 4401
     outsider = make_user("outsider", other_organization, Role.ADMIN)
     api.force_authenticate(outsider)
     foreign_ticket = api.post("/api/v1/ws-tickets/").json()["ticket"]
-    assert _refused(daphne_server, f"/ws/jobs/{job.pk}/?ticket={foreign_ticket}") == 403
+    assert _refused(daphne_server, f"/ws/jobs/{job.pk}/?ticket={foreign_ticket}") == 4404

@@ -45,3 +45,19 @@ class WsTicketApi(APIView):
 
 class TokenApi(ObtainAuthToken):
     """Exchange a username and password for the API token (Authorization: Token <key>)."""
+
+    def post(self, request, *args, **kwargs):
+        from rest_framework.exceptions import ValidationError
+
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            state = getattr(request, "login_locked", None)
+            if state is None:
+                raise
+            # Locked out (accounts/lockout.py): 429 with when to try again, not "wrong password".
+            response = Response({"error": {"code": "login_locked", "message": state.message,
+                                           "detail": {"retry_after_s": state.retry_after_s}}},
+                                status=status.HTTP_429_TOO_MANY_REQUESTS)
+            response["Retry-After"] = str(state.retry_after_s)
+            return response

@@ -49,7 +49,10 @@ class JobValidationApi(JobScopedMixin, APIView):
         from validation import services, tasks
 
         job = self.get_job(pk)
-        run = services.validation_run_request(job_id=job.pk, requested_by=request.user)
+        # One live on-demand run per job: a repeated request returns it (200) and queues nothing.
+        run, created = services.validation_run_request_once(job_id=job.pk, requested_by=request.user)
+        if not created:
+            return Response(_run_brief(run), status=status.HTTP_200_OK)
         tasks.validation_run_execute.delay_on_commit(str(run.pk))
         return Response(_run_brief(run), status=status.HTTP_202_ACCEPTED)
 

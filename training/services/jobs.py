@@ -22,6 +22,8 @@ from gpu_worker.presets import PRESETS, ConfigError, resolve_hyperparameters
 from training import states
 from training.broadcast import broadcast_job_update
 from training.errors import DomainError
+from training.services.job_inputs import notes_check
+from training.services.outbox import outbox_add, outbox_relay
 from training.models import JobEvent, TrainingJob
 
 logger = logging.getLogger(__name__)
@@ -156,6 +158,7 @@ def job_create(
     if dataset.organization_id != organization.pk:
         raise JobConfigError("the dataset belongs to another organization", detail={"field": "dataset"})
     base_model = base_model or settings.DEFAULT_BASE_MODEL
+    notes_check(notes)
     hp = job_config_resolve(preset=preset, overrides=overrides or {}, base_model=base_model)
     if spot and bid_per_gpu is not None and float(bid_per_gpu) <= 0:
         raise JobConfigError("bid_per_gpu must be > 0 for a spot pod", detail={"field": "bid_per_gpu"})
@@ -232,33 +235,41 @@ def _move(job: TrainingJob, to_status: str, *, reason: str = "", event_id: str |
         data=data or {},
     )
     job_id, org_id = str(job.pk), job.organization_id
-    transaction.on_commit(lambda: _after_move(job_id, org_id, from_status, to_status, reason))
+    # The follow-up tasks are written now, in the move's transaction (training/services/outbox.py):
+    # a broker outage at commit time delays them, never loses them.
+    ids = [outbox_add(task, *args, job_id=job.pk, countdown_s=countdown).pk
+           for task, args, countdown in _followups(job_id, from_status, to_status)]
+    transaction.on_commit(lambda: _after_move(job_id, org_id, from_status, to_status, reason, ids))
     return True
 
 
-def _after_move(job_id: str, organization_id, from_status: str, to_status: str, reason: str) -> None:
-    from training import tasks
-
-    broadcast_job_update(job_id, {"kind": "status", "status": to_status, "from": from_status, "reason": reason},
-                         organization_id)
+def _followups(job_id: str, from_status: str, to_status: str) -> list[tuple[str, tuple, int]]:
+    """(task name, args, countdown) of every Celery task this move causes."""
+    out: list[tuple[str, tuple, int]] = []
     if to_status in (states.FAILED, states.CANCELLED, states.COMPLETED):
         # Idempotent, and a no-op when the pod already exited. A completed pod gets a moment to
         # flush its last events and exit by itself first.
         countdown = settings.POD_COMPLETED_EXIT_WAIT_S if to_status == states.COMPLETED else 0
-        tasks.job_terminate.apply_async((job_id,), countdown=countdown)
-        billing.job_settle(job_id=job_id)
+        out.append(("training.tasks.job_terminate", (job_id,), countdown))
     if to_status == states.INTERRUPTED:
-        tasks.job_resume.delay(job_id)
+        out.append(("training.tasks.job_resume", (job_id,), 0))
     if to_status == states.COMPLETED:
-        from artifacts import tasks as artifact_tasks
-        from validation import tasks as validation_tasks
-
-        artifact_tasks.job_artifacts_register.delay(job_id)
-        validation_tasks.job_validate.delay(job_id)
+        out.append(("artifacts.tasks.job_artifacts_register", (job_id,), 0))
+        out.append(("validation.tasks.job_validate", (job_id,), 0))
     if to_status in (states.COMPLETED, states.FAILED, states.INTERRUPTED):
-        tasks.job_notify.delay(job_id, to_status)
+        out.append(("training.tasks.job_notify", (job_id, to_status), 0))
     if from_status == states.INTERRUPTED and to_status == states.PROVISIONING:
-        tasks.job_notify.delay(job_id, "resumed")
+        out.append(("training.tasks.job_notify", (job_id, "resumed"), 0))
+    return out
+
+
+def _after_move(job_id: str, organization_id, from_status: str, to_status: str, reason: str,
+                outbox_ids: list[int]) -> None:
+    broadcast_job_update(job_id, {"kind": "status", "status": to_status, "from": from_status, "reason": reason},
+                         organization_id)
+    if to_status in (states.FAILED, states.CANCELLED, states.COMPLETED):
+        billing.job_settle(job_id=job_id)
+    outbox_relay(ids=outbox_ids)
 
 
 def job_transition(*, job_id, to_status: str, reason: str = "", **fields) -> TransitionResult:

@@ -31,8 +31,10 @@
       const scheme = location.protocol === "https:" ? "wss://" : "ws://";
       socket = new WebSocket(scheme + location.host + path);
       socket.onopen = () => { delay = 500; onState && onState("live"); };
-      socket.onmessage = (e) => onMessage(JSON.parse(e.data));
-      socket.onclose = () => {
+      socket.onmessage = (e) => { const m = JSON.parse(e.data); if (m.kind !== "refused") onMessage(m); };
+      socket.onclose = (e) => {
+        // Refusals (4401 not signed in, 4403 forbidden, 4404 not found) will not change on retry.
+        if (e.code >= 4400 && e.code < 4500) { onState && onState("refused"); return; }
         onState && onState("reconnecting");
         if (!closed) setTimeout(open, delay);
         delay = Math.min(delay * 2, 15000);

@@ -25,8 +25,13 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from config import embedded
+from config.celery_routes import pod_control_queue
+from config.settings.secret_key import is_loopback, refusal
 
 GRACE_S = 10.0
+# A child that exits this many times within the window is given up on (and everything stops).
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 60.0
 
 
 LISTEN_FD = "{listen_fd}"  # replaced by the shared listening socket's descriptor when started
@@ -38,7 +43,7 @@ SOCKET_ACTIVATION = (
     "os.environ.update(LISTEN_FDS='1', LISTEN_FDNAMES='web', LISTEN_PID=str(os.getpid())); "
     "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
 )
-PROCESSES = ("web", "worker", "beat")
+PROCESSES = ("web", "worker", "pods", "beat")
 
 
 class Commands(dict):
@@ -60,19 +65,25 @@ def process_commands(host: str, port: int, concurrency: int, web_workers: int | 
     commands = Commands()
     if "web" in only:
         if web_workers == 1:
-            commands["web"] = [py, "-m", "daphne", "-b", host, "-p", str(port), "config.asgi:application"]
+            commands["web"] = [py, "-m", "config.serve", "-b", host, "-p", str(port), "config.asgi:application"]
         else:
             domain = "INET6" if ":" in host else "INET"
             for n in range(1, web_workers + 1):
-                commands[f"web-{n}"] = [py, "-c", SOCKET_ACTIVATION, LISTEN_FD, "-m", "daphne",
+                commands[f"web-{n}"] = [py, "-c", SOCKET_ACTIVATION, LISTEN_FD, "-m", "config.serve",
                                         "-e", f"systemd:domain={domain}:index=0", "config.asgi:application"]
             commands.listen = (host, port)
         # A connection pool per served process (see config/settings/serving.py), unless set.
         for name in commands:
             commands.env[name] = {"DATABASE_POOL": os.environ.get("DATABASE_POOL", "1")}
     if "worker" in only:
-        commands["worker"] = [py, "-m", "celery", "-A", "config", "worker", "-l", "INFO", "--concurrency",
-                              str(concurrency), "-n", f"worker-{os.getpid()}@%h"]
+        commands["worker"] = [py, "-m", "celery", "-A", "config", "worker", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE,
+                              "-l", "INFO", "--concurrency", str(concurrency), "-n", f"worker-{os.getpid()}@%h"]
+    if "pods" in only:
+        # Pod control (launch, stop, terminate) has its own queue and worker: a cancel never waits
+        # behind validation or packaging (config/celery_routes.py).
+        commands["pods"] = [py, "-m", "celery", "-A", "config", "worker", "-Q",
+                            pod_control_queue(settings.CELERY_TASK_DEFAULT_QUEUE), "-l", "INFO", "--concurrency",
+                            str(max(2, concurrency)), "-n", f"pods-{os.getpid()}@%h"]
     if "beat" in only:
         commands["beat"] = [py, "-m", "celery", "-A", "config", "beat", "-l", "INFO",
                             "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"]
@@ -96,28 +107,55 @@ class Supervisor:
         self.log = log
         self.log_dir = log_dir  # None: the children write to this terminal
         self.socket: socket.socket | None = None
+        self.restarts: dict[str, list[float]] = {}
 
     def start(self):
         listen = getattr(self.commands, "listen", None)
-        pass_fds: tuple[int, ...] = ()
         if listen is not None:
             self.socket = listening_socket(*listen)
+        for name in self.commands:
+            self._spawn(name)
+
+    def _spawn(self, name: str) -> None:
+        argv = self.commands[name]
+        pass_fds: tuple[int, ...] = ()
+        if self.socket is not None and LISTEN_FD in " ".join(argv):
             pass_fds = (self.socket.fileno(),)
-        for name, argv in self.commands.items():
-            if pass_fds:
-                argv = [a.replace(LISTEN_FD, str(pass_fds[0])) for a in argv]
-            output = None
-            where = ""
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                path = self.log_dir / f"{name}.log"
-                output = open(path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
-                where = f", log {path}"
-            env = {**os.environ, **getattr(self.commands, "env", {}).get(name, {})}
-            self.children[name] = subprocess.Popen(argv, start_new_session=True, stdout=output, env=env,
-                                                   stderr=subprocess.STDOUT if output else None,
-                                                   pass_fds=pass_fds if LISTEN_FD in " ".join(self.commands[name]) else ())
-            self.log(f"started {name} (pid {self.children[name].pid}{where})")
+            argv = [a.replace(LISTEN_FD, str(pass_fds[0])) for a in argv]
+        output = None
+        where = ""
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            path = self.log_dir / f"{name}.log"
+            output = open(path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+            where = f", log {path}"
+        env = {**os.environ, **getattr(self.commands, "env", {}).get(name, {})}
+        self.children[name] = subprocess.Popen(argv, start_new_session=True, stdout=output, env=env,
+                                               stderr=subprocess.STDOUT if output else None, pass_fds=pass_fds)
+        if output is not None:
+            output.close()  # the child has its own copy
+        self.log(f"started {name} (pid {self.children[name].pid}{where})")
+
+    def restart_exited(self) -> str | None:
+        """Start again every child that exited (a crashed web process, killed by the kernel for
+        memory, for instance); the others keep serving, and a web process gets the same shared
+        socket. A child that exits RESTART_LIMIT times within RESTART_WINDOW_S is not restarted:
+        its name is returned and the caller stops everything (it cannot run)."""
+        for name, proc in list(self.children.items()):
+            if proc.poll() is None:
+                continue
+            now = time.monotonic()
+            recent = [t for t in self.restarts.get(name, []) if now - t < RESTART_WINDOW_S]
+            if len(recent) >= RESTART_LIMIT:
+                return name
+            self.restarts[name] = [*recent, now]
+            self.log(f"{name} (pid {proc.pid}) exited with code {proc.returncode}; restarting it")
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of its group
+            except (ProcessLookupError, PermissionError):
+                pass
+            self._spawn(name)
+        return None
 
     def first_exited(self) -> str | None:
         for name, proc in self.children.items():
@@ -159,10 +197,12 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=None,
                             help="daphne processes sharing the port (default: the WEB_WORKERS setting)")
         parser.add_argument("--only", default=",".join(PROCESSES),
-                            help="comma-separated subset of web,worker,beat (a container runs one each)")
+                            help="comma-separated subset of web,worker,pods,beat (a container runs one each)")
         parser.add_argument("--no-migrate", action="store_true")
 
     def handle(self, *args, **opts):
+        if "web" in opts["only"] and not settings.SECRET_KEY_CONFIGURED and not is_loopback(opts["host"]):
+            raise CommandError(refusal(opts["host"]))
         started_redis = embedded.ensure_running()
         if started_redis:
             self.stdout.write(f"embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}")
@@ -187,9 +227,10 @@ class Command(BaseCommand):
             self.stdout.write(f"dashboard and API on http://{opts['host']}:{opts['port']}/  (Ctrl-C stops everything)")
         try:
             while not stopping:
-                exited = supervisor.first_exited()
-                if exited:
-                    self.stderr.write(f"{exited} exited with code {supervisor.children[exited].returncode}; stopping")
+                failing = supervisor.restart_exited()
+                if failing:
+                    self.stderr.write(f"{failing} exited {RESTART_LIMIT} times within {RESTART_WINDOW_S:.0f} s "
+                                      f"(last code {supervisor.children[failing].returncode}); stopping")
                     break
                 time.sleep(0.3)
         finally:
