@@ -4,7 +4,12 @@ from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.api_errors import api_fallback
 from config.health import healthz
+
+# JSON, not Django's HTML page, for an Http404 or an unhandled error under /api/ and /v1/.
+handler404 = "config.api_errors.page_not_found"
+handler500 = "config.api_errors.server_error"
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -15,6 +20,9 @@ urlpatterns = [
     path("v1/", include("finetuning.urls")),  # the OpenAI-compatible fine-tuning API
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Any other /api/ path: the slash-less spelling of a route, or a JSON 404 (no pattern
+    # group, so tests/api/test_api_isolation.py walks it as one plain route).
+    re_path(r"^api/.*$", api_fallback),
     path("", include("dashboard.urls")),
 ]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 
 from django.http import Http404, JsonResponse
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -150,7 +152,19 @@ def exception_handler(exc, context):
                                type="server_error", code="server_error"), status=500)
 
 
+@csrf_exempt
 def not_found_view(request, *args, **kwargs):
-    """Any /v1/ path that is not a route: OpenAI's error body rather than Django's HTML page."""
+    """Any /v1/ path that is not a route: OpenAI's error body rather than Django's HTML page. The
+    routes have no trailing slash (the `openai` client sends none); with one, the route without it
+    answers (every /v1/ view is a DRF view, exempt from CSRF and authenticated by API key)."""
+    path = request.path_info
+    if path.endswith("/") and path.rstrip("/").startswith("/v1/"):
+        try:
+            match = resolve(path.rstrip("/"))
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not not_found_view:
+            request.resolver_match = match
+            return match.func(request, *match.args, **match.kwargs)
     return JsonResponse(error_body(f"Unknown request URL: {request.method} {request.path}.", code="unknown_url"),
                         status=404)
