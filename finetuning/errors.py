@@ -45,10 +45,15 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     """The job is not in a state that allows the action. Not retried unless `retryable` (a pause
-    still stopping at its checkpoint passes by itself within seconds)."""
+    still stopping at its checkpoint passes by itself within seconds). `job_ids`, when given, are
+    added to the error body (the jobs in the way)."""
 
     http_status = 409
     code = "invalid_job_state"
+
+    def __init__(self, message: str, *, job_ids: list[str] | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.job_ids = job_ids
 
 
 class PermissionDenied(ApiError):
@@ -98,7 +103,10 @@ def _domain_error_response(exc: DomainError) -> Response:
         param, type_ = _FIELD_PARAMS.get(field, field), INVALID_REQUEST
         if status == 403:
             type_ = "permission_error"
-    response = Response(error_body(exc.message, type=type_, param=param, code=exc.code), status=status)
+    body = error_body(exc.message, type=type_, param=param, code=exc.code)
+    if getattr(exc, "job_ids", None):
+        body["error"]["job_ids"] = exc.job_ids
+    response = Response(body, status=status)
     retryable = getattr(exc, "retryable", None)
     if retryable is False or (retryable is None and status in (408, 409, 429)):
         _no_retry(response)
