@@ -1,3 +1,5 @@
+from corsheaders.defaults import default_headers
+
 from .env import env_list
 
 REST_FRAMEWORK = {
@@ -19,3 +21,27 @@ SPECTACULAR_SETTINGS = {
 # The Next.js frontend's origin(s), e.g. https://app.example.com
 CORS_ALLOWED_ORIGINS = env_list("FRONTEND_ORIGINS", [])
 CORS_ALLOW_CREDENTIALS = True
+# openai-node (and other Stainless-generated clients) in a browser: the request headers it sends
+# must be allowed by the preflight, and the response headers it reads exposed (x-should-retry
+# stops its retries of a refusal; x-idempotent-replay tells a replayed create).
+CORS_ALLOW_HEADERS = (
+    *default_headers,
+    "idempotency-key",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "x-stainless-arch",
+    "x-stainless-async",
+    "x-stainless-custom-poll-interval",
+    "x-stainless-helper-method",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-poll-helper",
+    "x-stainless-raw-response",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+)
+CORS_EXPOSE_HEADERS = ["x-should-retry", "x-idempotent-replay", "retry-after", "content-disposition", "x-request-id"]
