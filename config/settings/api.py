@@ -8,7 +8,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.schema.ApiAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
@@ -17,6 +17,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Bright Run LoRA training pipeline API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Separate request and response components: a field that is read-only or has a default is
+    # not required in the request (generated clients otherwise demand `client` and `notes`).
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 # The Next.js frontend's origin(s), e.g. https://app.example.com
 CORS_ALLOWED_ORIGINS = env_list("FRONTEND_ORIGINS", [])
