@@ -4,10 +4,13 @@
   generic list view); an APIView answering a bare array is documented as an array;
 - every operation documents its 4xx answers with the one error component
   ({"error": {"code", "message", "detail"}}, config/api_errors.py): 400 where it takes a body or
-  query parameters, 401 and 403 where it needs a user, 404 where the path names an object, 405
-  never (the schema lists the methods), 429 not (no throttling on /api/).
+  query parameters, 401 and 403 where it needs a user, 404 where the path names an object, 409 on
+  writes, 402 on job creation and retry (the budget), 415 (and 413 for uploads) where it takes a
+  body; 405 never (the schema lists the methods), 429 not (no throttling on /api/).
 """
 from __future__ import annotations
+
+import re
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import inline_serializer
@@ -27,6 +30,10 @@ _DESCRIPTIONS = {
     "401": "no or an invalid token (not_authenticated, authentication_failed)",
     "403": "the role may not do this (permission_denied)",
     "404": "no such object in the caller's organization, or a malformed id (not_found)",
+    "402": "the budget refuses the job (budget_exceeded; figures and cheaper alternatives in detail)",
+    "409": "the object's state does not allow this (invalid_job_state, template_name_taken, ...)",
+    "413": "the upload is over the size limit (too_large)",
+    "415": "the body's content type is not accepted (unsupported_media_type)",
 }
 
 
@@ -47,6 +54,14 @@ class ApiAutoSchema(AutoSchema):
             codes += ["401", "403"]
         if "{" in self.path:
             codes.append("404")
+        if method in ("POST", "PUT", "PATCH", "DELETE"):
+            codes.append("409")
+        if method == "POST" and re.search(r"/jobs/$|/retry/$", self.path):
+            codes.append("402")
+        if method in ("POST", "PUT", "PATCH"):
+            if any(getattr(parser, "media_type", "").startswith("multipart/") for parser in self.view.get_parsers()):
+                codes.append("413")
+            codes.append("415")
         return codes
 
     def get_override_parameters_as_dicts(self) -> list[dict]:
