@@ -84,3 +84,21 @@ class ApiAutoSchema(AutoSchema):
                 responses[code] = {"description": _DESCRIPTIONS[code],
                                    "content": {"application/json": {"schema": component.ref}}}
         return responses
+
+
+def optional_request_defaults(result, generator, request, public):
+    """Postprocessing hook: an optional request field with a default is shown as optional by
+    generated clients. openapi-typescript (and others) type a property with a `default` as always
+    present, which is right for a response and wrong for a request: a client would have to send
+    `client`, `name` and `notes` on job create. In request components the default moves into the
+    description."""
+    for name, component in (result.get("components", {}).get("schemas") or {}).items():
+        if not name.endswith("Request") and not name.startswith("Patched"):
+            continue
+        required = set(component.get("required") or ())
+        for field, prop in (component.get("properties") or {}).items():
+            if field not in required and "default" in prop:
+                default = prop.pop("default")
+                shown = repr(default) if default != "" else "empty"
+                prop["description"] = (prop.get("description", "") + f" (default: {shown})").strip()
+    return result

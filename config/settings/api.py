@@ -20,6 +20,8 @@ SPECTACULAR_SETTINGS = {
     # Separate request and response components: a field that is read-only or has a default is
     # not required in the request (generated clients otherwise demand `client` and `notes`).
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "config.schema.optional_request_defaults"],
 }
 # The Next.js frontend's origin(s), e.g. https://app.example.com
 CORS_ALLOWED_ORIGINS = env_list("FRONTEND_ORIGINS", [])
