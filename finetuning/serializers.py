@@ -355,11 +355,17 @@ def event_object(kind: str, row, run_indexes: dict) -> dict:
     if kind == "m":
         values: dict = row.values or {}
         data = {"step": row.step, "train_loss": values.get("loss"), "total_steps": values.get("total_steps"),
-                "learning_rate": values.get("learning_rate"), "epoch": values.get("epoch")}
+                "learning_rate": values.get("learning_rate"), "epoch": values.get("epoch"),
+                "train_mean_token_accuracy": values.get("train_mean_token_accuracy"),
+                "valid_loss": values.get("valid_loss"),
+                "valid_mean_token_accuracy": values.get("valid_mean_token_accuracy")}
         loss = f"{values['loss']:.4f}" if isinstance(values.get("loss"), (int, float)) else "n/a"
         total = f"/{values['total_steps']}" if values.get("total_steps") else ""
+        message = f"Step {row.step}{total}: training loss={loss}"
+        if isinstance(values.get("valid_loss"), (int, float)):
+            message += f", validation loss={values['valid_loss']:.4f}"
         return {"id": f"ftevent-m{row.pk}", "object": "fine_tuning.job.event", "created_at": ts(row.created_at),
-                "level": "info", "message": f"Step {row.step}{total}: training loss={loss}", "type": "metrics",
+                "level": "info", "message": message, "type": "metrics",
                 "data": {k: v for k, v in data.items() if v is not None}}
     level, message = _message(row, run_indexes.get(row.job_id, 0))
     data = {"type": row.type, "step": row.step}
@@ -377,8 +383,15 @@ def checkpoint_object(job: FineTuningJob, checkpoint: Checkpoint, metrics: dict[
         "created_at": ts(checkpoint.created_at),
         "fine_tuned_model_checkpoint": f"{fine_tuned_model_name(job)}:ckpt-step-{checkpoint.step}",
         "fine_tuning_job_id": job.id,
-        "metrics": {k: v for k, v in {"step": checkpoint.step, "train_loss": values.get("loss")}.items()
-                    if v is not None},
+        # OpenAI's checkpoint metrics; valid_* from the evaluation at that step (the pod evaluates
+        # at each checkpoint by default), absent without a validation split.
+        "metrics": {k: v for k, v in {
+            "step": checkpoint.step, "train_loss": values.get("loss"),
+            "train_mean_token_accuracy": values.get("train_mean_token_accuracy"),
+            "valid_loss": values.get("valid_loss"), "valid_mean_token_accuracy": values.get("valid_mean_token_accuracy"),
+            "full_valid_loss": values.get("valid_loss"),
+            "full_valid_mean_token_accuracy": values.get("valid_mean_token_accuracy"),
+        }.items() if v is not None},
         "step_number": checkpoint.step,
     }
 

@@ -56,6 +56,21 @@ def test_results_file_over_a_paused_and_resumed_job(oai, upload):
     assert rows[1] == ["1", repr(2.0 - 1 / 100), repr(0.5 + 1 / 100), "", ""]  # no evaluation at step 1: empty
     assert rows[2] == ["2", repr(2.0 - 2 / 100), repr(0.5 + 2 / 100), repr(2.0 + 0.1 - 2 / 200), repr(0.4 + 2 / 200)]
 
+    # The same validation figures in the metrics events and the checkpoint's metrics.
+    from training.models import Checkpoint
+
+    Checkpoint.objects.create(job_id=first, step=4, uri="file:///ckpt/step-4")
+    (checkpoint,) = oai.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert checkpoint.metrics.valid_loss == pytest.approx(2.1 - 4 / 200)
+    assert checkpoint.metrics.valid_mean_token_accuracy == pytest.approx(0.4 + 4 / 200)
+    assert checkpoint.metrics.full_valid_loss == checkpoint.metrics.valid_loss
+    step4 = next(e for e in oai.fine_tuning.jobs.list_events(job.id, limit=50).data
+                 if e.type == "metrics" and e.data["step"] == 4)
+    assert step4.data["valid_loss"] == pytest.approx(2.1 - 4 / 200) and "validation loss=" in step4.message
+    step3 = next(e for e in oai.fine_tuning.jobs.list_events(job.id, limit=50).data
+                 if e.type == "metrics" and e.data["step"] == 3)
+    assert "valid_loss" not in step3.data and step3.data["train_mean_token_accuracy"] == pytest.approx(0.53)
+
     resumed = oai.fine_tuning.jobs.resume(job.id)
     assert resumed.status == "queued" and resumed.paused is False and resumed.result_files == []
     with pytest.raises(openai.NotFoundError):  # not while it runs again
