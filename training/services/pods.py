@@ -157,7 +157,9 @@ def job_signal_stop(*, job_id) -> None:
                 if not locked.is_terminal:
                     job_stopped(locked, "stopped before the pod started")
         return
-    get_provider(job.provider).terminate(job.pod_id)
+    # A long grace: the worker finishes its current step (which may be slow) and writes its
+    # checkpoint on SIGTERM; killing it at the usual terminate grace loses that checkpoint.
+    get_provider(job.provider).stop(job.pod_id, grace_s=settings.POD_STOP_GRACE_S)
 
 
 def job_resume(*, job_id) -> bool:
@@ -303,7 +305,10 @@ def _interrupt(job_id, reason: str) -> bool:
         if job.status not in states.POD_STATES:
             return False
         if job.stop_requested:
-            job_stopped(job, reason)
+            # Say why it stopped (the user's pause or stop), then what happened to the pod.
+            asked = (job.events.filter(type="stop_requested").order_by("-created_at").values_list("message", flat=True)
+                     .first())
+            job_stopped(job, f"{asked}; the pod ended before reporting its stop ({reason})" if asked else reason)
             return True
         return interruption_record(job, checkpoint_uri=None, step=job.current_step, reason=reason)
 
