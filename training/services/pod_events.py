@@ -24,7 +24,7 @@ from training import states
 from training.broadcast import job_updates_collected, publish_job_updates
 from training.models import Checkpoint, JobEvent, MetricPoint, TrainingJob
 from training.selectors import checkpoint_live
-from training.services.jobs import _move, job_stopped
+from training.services.jobs import _move, job_stopped, stop_reason
 from training.services.hot_sql import hot_cursor
 from training.services.metric_rollups import metric_rollups_add
 from training.services.webhook_secrets import late_window_open
@@ -155,7 +155,8 @@ def _on_interrupted(job: TrainingJob, event: PodEvent, live: list) -> None:
         Checkpoint.objects.update_or_create(job=job, step=step, defaults={"uri": checkpoint_uri, "complete": True,
                                                                           "attempt": event.attempt})
     if job.stop_requested:
-        job_stopped(job, "stopped at the user's request")
+        # The user's reason ("paused by ... (OpenAI API)") stays the history's and the API's text.
+        job_stopped(job, stop_reason(job) or "stopped at the user's request")
         return
     interruption_record(job, checkpoint_uri=checkpoint_uri, step=event.step, reason="the pod was interrupted (SIGTERM)")
 

@@ -26,7 +26,7 @@ from training.providers import (
     pod_name,
     pod_name_prefix,
 )
-from training.services.jobs import _move, job_spec_build, job_stopped
+from training.services.jobs import _move, job_spec_build, job_stopped, stop_reason
 from training.services.pod_events import interruption_record
 
 logger = logging.getLogger(__name__)
@@ -306,8 +306,7 @@ def _interrupt(job_id, reason: str) -> bool:
             return False
         if job.stop_requested:
             # Say why it stopped (the user's pause or stop), then what happened to the pod.
-            asked = (job.events.filter(type="stop_requested").order_by("-created_at").values_list("message", flat=True)
-                     .first())
+            asked = stop_reason(job)
             job_stopped(job, f"{asked}; the pod ended before reporting its stop ({reason})" if asked else reason)
             return True
         return interruption_record(job, checkpoint_uri=None, step=job.current_step, reason=reason)

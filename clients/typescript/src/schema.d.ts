@@ -887,10 +887,18 @@ export interface components {
             readonly split_seed: number;
             /** Format: date-time */
             readonly created_at: string;
-            readonly stats: unknown;
-            readonly consultant_profile: unknown;
-            readonly file_metadata: unknown;
-            readonly split: unknown;
+            readonly stats: {
+                [key: string]: unknown;
+            };
+            readonly consultant_profile: {
+                [key: string]: unknown;
+            } | null;
+            readonly file_metadata: {
+                [key: string]: unknown;
+            };
+            readonly split: {
+                [key: string]: unknown;
+            };
         };
         DatasetUploadRequest: {
             /** Format: binary */
@@ -986,6 +994,28 @@ export interface components {
             /** Format: date-time */
             readonly prices_updated_at: string | null;
         };
+        Hyperparameters: {
+            lora_r?: number;
+            lora_alpha?: number;
+            /** Format: double */
+            lora_dropout?: number;
+            target_modules?: string[];
+            /** Format: double */
+            learning_rate?: number;
+            lr_scheduler?: string;
+            /** Format: double */
+            warmup_ratio?: number;
+            /** Format: double */
+            weight_decay?: number;
+            /** Format: double */
+            max_grad_norm?: number;
+            /** Format: double */
+            num_epochs?: number;
+            micro_batch_size?: number;
+            gradient_accumulation_steps?: number;
+            max_seq_len?: number;
+            seed?: number;
+        };
         /** @description A row of the jobs list. Cost fields come from billing (null when it has no row). */
         Job: {
             /** Format: uuid */
@@ -1054,9 +1084,7 @@ export interface components {
             dataset: string;
             gpu_type: string;
             spot: boolean;
-            hyperparameters: {
-                [key: string]: unknown;
-            };
+            hyperparameters: components["schemas"]["Hyperparameters"];
             overrides: {
                 [key: string]: unknown;
             };
@@ -1196,25 +1224,30 @@ export interface components {
             readonly cost: string | null;
             /** Format: decimal */
             readonly cost_estimate: string | null;
-            readonly overrides: unknown;
-            /** @description preset plus overrides, resolved and validated */
-            readonly hyperparameters: unknown;
+            readonly overrides: {
+                [key: string]: unknown;
+            };
+            readonly hyperparameters: components["schemas"]["Hyperparameters"];
             /** Format: decimal */
             readonly bid_per_gpu: string | null;
             readonly pod_id: string;
             readonly pod_name: string;
-            /** @description state → ISO time it was entered (last time) */
-            readonly stage_times: unknown;
+            readonly stage_times: {
+                [key: string]: unknown;
+            };
             readonly notes: string;
-            readonly error_fix: unknown;
+            readonly error_fix: {
+                [key: string]: unknown;
+            } | null;
             readonly error_traceback: string;
             /** @description checkpoint URI the next attempt starts from */
             readonly resume_from: string;
             /** @description stop early and keep the last checkpoint's adapter */
             readonly stop_requested: boolean;
             readonly cancel_requested: boolean;
-            /** @description the pod's completion summary */
-            readonly result: unknown;
+            readonly result: {
+                [key: string]: unknown;
+            } | null;
             readonly adapter_uri: string;
         };
         JobEvent: {
@@ -1227,7 +1260,9 @@ export interface components {
             readonly from_status: string;
             readonly to_status: string;
             readonly message: string;
-            readonly data: unknown;
+            readonly data: {
+                [key: string]: unknown;
+            };
             /** Format: date-time */
             readonly created_at: string;
         };
@@ -1284,7 +1319,7 @@ export interface components {
         MetricPoint: {
             readonly step: number;
             readonly attempt: number;
-            readonly values: unknown;
+            readonly values: components["schemas"]["MetricValues"];
             /** Format: date-time */
             readonly created_at: string;
         };
@@ -1297,6 +1332,30 @@ export interface components {
             series: {
                 [key: string]: number[][];
             };
+        };
+        MetricValues: {
+            /** Format: double */
+            loss?: number | null;
+            /** Format: double */
+            learning_rate?: number | null;
+            /** Format: double */
+            grad_norm?: number | null;
+            /** Format: double */
+            tokens_per_s?: number | null;
+            /** Format: double */
+            epoch?: number | null;
+            /** Format: double */
+            gpu_memory_mb?: number | null;
+            /** Format: double */
+            eta_s?: number | null;
+            /** Format: double */
+            total_steps?: number | null;
+            /** Format: double */
+            train_mean_token_accuracy?: number | null;
+            /** Format: double */
+            valid_loss?: number | null;
+            /** Format: double */
+            valid_mean_token_accuracy?: number | null;
         };
         PackageRequestRequest: {
             /** @description a validation report to include in the model card */
@@ -1437,9 +1496,7 @@ export interface components {
         Preset: {
             name: string;
             when_to_choose: string;
-            hyperparameters: {
-                [key: string]: unknown;
-            };
+            hyperparameters: components["schemas"]["Hyperparameters"];
         };
         /**
          * @description * `conservative` - Conservative
