@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/brightrun
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 export DATABASE_CONN_MAX_AGE ?= 0
 
-.PHONY: venv lock demo test test-fast run bench reliability clean browser
+.PHONY: venv lock demo test test-fast run bench reliability clean browser ts-client ts-check
 
 venv: $(STAMP)
 
@@ -41,11 +41,26 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser test will skip"; }
 
-test: venv browser
+test: venv browser ts-check
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The TypeScript client (clients/typescript): regenerate the schema and its types after an API
+# change (tests/api/test_api_ts_client.py fails while they are stale), and type-check it with
+# tsc --strict (the client and the Next.js example), as `make test` does. Generated against
+# PostgreSQL (the deployed database): integer bounds in the schema come from the database backend.
+TS_DIR := clients/typescript
+$(TS_DIR)/node_modules/.stamp: $(TS_DIR)/package-lock.json
+	cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.stamp
+
+ts-client: venv $(TS_DIR)/node_modules/.stamp
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python manage.py spectacular --format openapi-json --file $(TS_DIR)/openapi.json
+	cd $(TS_DIR) && npm run --silent generate
+
+ts-check: $(TS_DIR)/node_modules/.stamp
+	cd $(TS_DIR) && npm run --silent check
 
 # Figures, not pass/fail: every benchmark prints what it measured and the command behind it.
 bench: venv

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.utils.functional import cached_property
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
@@ -20,12 +21,14 @@ from finetuning.serializers import (
     FileListQuerySerializer,
     FileUploadSerializer,
     JobCreateSerializer,
+    RESULTS_FILENAME,
     PageQuerySerializer,
     checkpoint_object,
     event_object,
     file_object,
     job_object,
     list_object,
+    results_file_object,
 )
 
 METADATA_PARAM = re.compile(r"^metadata\[(.+)\]$")
@@ -84,7 +87,34 @@ class FileListCreateApi(OpenAIApiView):
 
 class FileDetailApi(OpenAIApiView):
     def get(self, request, file_id: str):
+        job = selectors.results_file_job(organization=self.organization, file_id=file_id)
+        if job is not None:
+            return Response(results_file_object(job, len(selectors.results_csv(job).encode())))
         return Response(file_object(selectors.api_file_get(organization=self.organization, file_id=file_id)))
+
+    def delete(self, request, file_id: str):
+        deleted = services.file_delete(organization=self.organization, user=request.user, file_id=file_id)
+        return Response({"id": deleted, "object": "file", "deleted": True})
+
+
+class FileContentApi(OpenAIApiView):
+    """files.content: a results file's CSV, or an upload's bytes as they were imported."""
+
+    def perform_content_negotiation(self, request, force=False):
+        # The client asks for application/binary; the content is returned as it is, and an error
+        # still as OpenAI's JSON body.
+        return super().perform_content_negotiation(request, force=True)
+
+    def get(self, request, file_id: str):
+        job = selectors.results_file_job(organization=self.organization, file_id=file_id)
+        if job is not None:
+            response = HttpResponse(selectors.results_csv(job).encode(), content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="{RESULTS_FILENAME}"'
+            return response
+        api_file = selectors.api_file_get(organization=self.organization, file_id=file_id)
+        response = HttpResponse(services.file_content(api_file=api_file), content_type="application/octet-stream")
+        response["Content-Disposition"] = f'attachment; filename="{api_file.filename}"'
+        return response
 
 
 # --------------------------------------------------------------------------- jobs

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 
 from django.http import Http404, JsonResponse
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -43,10 +45,15 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     """The job is not in a state that allows the action. Not retried unless `retryable` (a pause
-    still stopping at its checkpoint passes by itself within seconds)."""
+    still stopping at its checkpoint passes by itself within seconds). `job_ids`, when given, are
+    added to the error body (the jobs in the way)."""
 
     http_status = 409
     code = "invalid_job_state"
+
+    def __init__(self, message: str, *, job_ids: list[str] | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.job_ids = job_ids
 
 
 class PermissionDenied(ApiError):
@@ -96,7 +103,10 @@ def _domain_error_response(exc: DomainError) -> Response:
         param, type_ = _FIELD_PARAMS.get(field, field), INVALID_REQUEST
         if status == 403:
             type_ = "permission_error"
-    response = Response(error_body(exc.message, type=type_, param=param, code=exc.code), status=status)
+    body = error_body(exc.message, type=type_, param=param, code=exc.code)
+    if getattr(exc, "job_ids", None):
+        body["error"]["job_ids"] = exc.job_ids
+    response = Response(body, status=status)
     retryable = getattr(exc, "retryable", None)
     if retryable is False or (retryable is None and status in (408, 409, 429)):
         _no_retry(response)
@@ -150,7 +160,19 @@ def exception_handler(exc, context):
                                type="server_error", code="server_error"), status=500)
 
 
+@csrf_exempt
 def not_found_view(request, *args, **kwargs):
-    """Any /v1/ path that is not a route: OpenAI's error body rather than Django's HTML page."""
+    """Any /v1/ path that is not a route: OpenAI's error body rather than Django's HTML page. The
+    routes have no trailing slash (the `openai` client sends none); with one, the route without it
+    answers (every /v1/ view is a DRF view, exempt from CSRF and authenticated by API key)."""
+    path = request.path_info
+    if path.endswith("/") and path.rstrip("/").startswith("/v1/"):
+        try:
+            match = resolve(path.rstrip("/"))
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not not_found_view:
+            request.resolver_match = match
+            return match.func(request, *match.args, **match.kwargs)
     return JsonResponse(error_body(f"Unknown request URL: {request.method} {request.path}.", code="unknown_url"),
                         status=404)

@@ -65,6 +65,9 @@ class FineTuningFile(models.Model):
                                    related_name="+")
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text=(
+        "set by files.delete: the file is gone from the API, while the jobs that trained on it keep naming it "
+        "(their dataset is training's, not the file's)"))
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -75,7 +75,7 @@ def fine_tuning_job_error(job: FineTuningJob, status: str) -> dict[str, Any] | N
 # --------------------------------------------------------------------------- one object
 
 def api_file_get(*, organization, file_id: str) -> FineTuningFile:
-    found = FineTuningFile.objects.filter(pk=file_id, organization=organization).first()
+    found = FineTuningFile.objects.filter(pk=file_id, organization=organization, deleted_at__isnull=True).first()
     if found is None:
         raise NotFound(f"No such File object: {file_id}", param="id")
     return found
@@ -113,7 +113,7 @@ def _after_bound(model, queryset, after: str | None):
 
 def api_files_page(*, organization, after: str | None, limit: int, order: str = "desc",
                    purpose: str | None = None) -> Page:
-    qs = FineTuningFile.objects.filter(organization=organization)
+    qs = FineTuningFile.objects.filter(organization=organization, deleted_at__isnull=True)
     if purpose:
         qs = qs.filter(purpose=purpose)
     if after:
@@ -240,3 +240,64 @@ def fine_tuning_job_costs(jobs: list[FineTuningJob]) -> dict[str, dict[str, floa
         logger.warning("job costs unavailable: %s", exc)
         return {}
     return {job_id: {k: round(float(v), 4) for k, v in total.items()} for job_id, total in totals.items()}
+
+
+# --------------------------------------------------------------------------- results files
+
+RESULTS_FILE_PREFIX = "file-results-"
+RESULTS_PURPOSE = "fine-tune-results"
+RESULTS_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+# Our metric keys behind OpenAI's columns (the pod's metrics events; valid_* on evaluation steps).
+_RESULTS_KEYS = {"train_loss": "loss", "train_accuracy": "train_mean_token_accuracy", "valid_loss": "valid_loss",
+                 "valid_mean_token_accuracy": "valid_mean_token_accuracy"}
+RESULTS_STATUSES = frozenset({"succeeded", "failed", "cancelled", "paused"})
+
+
+def results_file_id(job: FineTuningJob) -> str:
+    return RESULTS_FILE_PREFIX + job.id.removeprefix("ftjob-")
+
+
+def results_file_job(*, organization, file_id: str) -> FineTuningJob | None:
+    """The job whose results file `file_id` names, None when it names no results file (NotFound
+    when it names one of a job that is not in the organization or has none yet)."""
+    if not file_id.startswith(RESULTS_FILE_PREFIX):
+        return None
+    job = (FineTuningJob.objects.select_related("training_job", "organization")
+           .filter(pk="ftjob-" + file_id.removeprefix(RESULTS_FILE_PREFIX), organization=organization).first())
+    if job is None or fine_tuning_job_status(job) not in RESULTS_STATUSES:
+        raise NotFound(f"No such File object: {file_id}", param="id")
+    return job
+
+
+def results_csv(job: FineTuningJob) -> str:
+    """OpenAI's results file: one row per recorded step of every run of the job (a resumed run's
+    steps replace the stopped run's from its checkpoint on), empty cells where a value was not
+    measured at that step (valid_* exist on evaluation steps only)."""
+    import csv
+    import io
+
+    run_ids = list(FineTuningRun.objects.filter(fine_tuning_job=job).order_by("index")
+                   .values_list("training_job_id", flat=True)) or [job.training_job_id]
+    order = {run_id: i for i, run_id in enumerate(run_ids)}
+    rows: dict[int, dict] = {}
+    points = sorted(MetricPoint.objects.filter(job_id__in=run_ids).values_list("job_id", "step", "values"),
+                    key=lambda p: (order[p[0]], p[1]))
+    for _run, step, values in points:
+        values = values or {}
+        rows[step] = {column: values.get(key) for column, key in _RESULTS_KEYS.items()}
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RESULTS_COLUMNS)
+    for step in sorted(rows):
+        cells = rows[step]
+        writer.writerow([step] + ["" if cells[c] is None else repr(float(cells[c])) if isinstance(cells[c], (int, float))
+                                  else cells[c] for c in RESULTS_COLUMNS[1:]])
+    return out.getvalue()
+
+
+def file_jobs_using(*, api_file: FineTuningFile) -> list[str]:
+    """Ids of the jobs, not finished, that train or validate on `api_file` (they still read it: a
+    resume recomposes nothing, but a queued or running job's file must not disappear under it)."""
+    jobs = FineTuningJob.objects.select_related("training_job").filter(
+        Q(training_file=api_file) | Q(validation_file=api_file)).order_by("created_at")
+    return [j.id for j in jobs if fine_tuning_job_status(j) in ("queued", "running", "paused")]

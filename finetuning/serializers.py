@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
+from django.conf import settings
 from rest_framework import serializers
 
+from finetuning.errors import ApiError
 from finetuning.models import FineTuningFile, FineTuningJob
-from finetuning.selectors import fine_tuning_job_error, fine_tuning_job_status
+from finetuning.selectors import (
+    RESULTS_PURPOSE,
+    RESULTS_STATUSES,
+    fine_tuning_job_error,
+    fine_tuning_job_status,
+    results_file_id,
+)
 from finetuning.services import OPENAI_HYPERPARAMETERS, JobRequest
 from gpu_worker.presets import DEFAULT_PRESET, PRESETS
 from training.models import Checkpoint, JobEvent
@@ -24,6 +32,28 @@ def ts(value) -> int | None:
 
 
 # --------------------------------------------------------------------------- input
+
+def model_is_known(model: str) -> bool:
+    """A base model a job may name: DEFAULT_BASE_MODEL, a local model folder, or a hub id matching
+    FINETUNING_MODEL_PATTERNS (nothing is downloaded or looked up)."""
+    if model == settings.DEFAULT_BASE_MODEL:
+        return True
+    if model.startswith(("/", ".", "~")):
+        return (Path(model).expanduser() / "config.json").is_file()
+    return any(re.fullmatch(pattern, model) for pattern in settings.FINETUNING_MODEL_PATTERNS)
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    if value is None:
+        return "null"
+    return {list: "an array", dict: "an object"}.get(type(value), "a value")
+
 
 class AutoOrNumber(serializers.Field):
     """"auto", or a number within bounds (an integer where `integer`)."""
@@ -94,8 +124,7 @@ class JobCreateSerializer(serializers.Serializer):
     method = MethodSerializer(required=False, allow_null=True)
     suffix = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
-    metadata = serializers.DictField(child=serializers.CharField(max_length=512, allow_blank=True), required=False,
-                                     allow_null=True)
+    metadata = serializers.DictField(child=serializers.JSONField(), required=False, allow_null=True)
     integrations = serializers.ListField(required=False, allow_null=True)
     # Extensions (send with the client's extra_body): our preset, and worker test hooks (refused
     # unless the server allows them).
@@ -116,7 +145,22 @@ class JobCreateSerializer(serializers.Serializer):
                                               "model name ft:<model>:<suffix>:<id>)")
         return value or ""
 
+    def validate_model(self, value):
+        if not model_is_known(value):
+            raise ApiError(f"The model `{value}` does not exist or is not available for fine-tuning here. Use a "
+                           "Llama-3 hub id (e.g. meta-llama/Meta-Llama-3-8B-Instruct) or a model folder on the "
+                           "server.", param="model", code="model_not_available")
+        return value
+
     def validate_metadata(self, value):
+        for key, item in (value or {}).items():
+            if not isinstance(item, str):
+                raise ApiError(f"Invalid type for 'metadata.{key}': expected a string, but got "
+                               f"{_json_type(item)} instead.", param=f"metadata.{key}", code="invalid_type")
+            if len(item) > 512:
+                raise ApiError(f"Invalid 'metadata.{key}': string too long. Expected a string with maximum length "
+                               f"512, but got a string with length {len(item)} instead.", param=f"metadata.{key}",
+                               code="string_above_max_length")
         if value and len(value) > METADATA_MAX_KEYS:
             raise serializers.ValidationError(f"at most {METADATA_MAX_KEYS} keys (got {len(value)})")
         if value and any(len(k) > 64 for k in value):
@@ -179,6 +223,16 @@ def file_object(f: FineTuningFile) -> dict:
             "dataset_id": str(f.dataset_id)}
 
 
+RESULTS_FILENAME = "step_metrics.csv"
+
+
+def results_file_object(job: FineTuningJob, size: int) -> dict:
+    """A job's results file (OpenAI's purpose "fine-tune-results"): made from its metrics when read."""
+    return {"id": results_file_id(job), "object": "file", "bytes": size, "created_at": ts(job.created_at),
+            "filename": RESULTS_FILENAME, "purpose": RESULTS_PURPOSE, "status": "processed", "status_details": None,
+            "expires_at": None, "fine_tuning_job_id": job.id}
+
+
 def _base_name(model: str) -> str:
     # A local model folder is named by its last part; a hub id ("org/name") stays whole.
     return PurePath(model).name if model.startswith(("/", ".", "~")) else model
@@ -211,14 +265,19 @@ def job_object(job: FineTuningJob, costs: dict[str, dict] | None = None) -> dict
         "object": "fine_tuning.job",
         "created_at": ts(job.created_at),
         "error": fine_tuning_job_error(job, status),
+        # The `openai` client's status type has no "paused": a paused job reads "cancelled" (it does
+        # not move by itself, so a client polling for a final status stops), with `paused: true`
+        # and `paused_at`; resume (or cancel) still works on it. See docs/openai-api.md.
+        "status": "cancelled" if status == "paused" else status,
+        "paused": status == "paused",
+        "paused_at": ts(job.paused_at or run.finished_at) if status == "paused" else None,
         "fine_tuned_model": fine_tuned_model_name(job) if status == "succeeded" else None,
         "finished_at": ts(job.cancelled_at or run.finished_at) if finished else None,
         "hyperparameters": hyperparameters,
         "model": job.model,
         "organization_id": job.organization.slug,
-        "result_files": [],
+        "result_files": [results_file_id(job)] if status in RESULTS_STATUSES else [],
         "seed": (run.hyperparameters or {}).get("seed"),
-        "status": status,
         "trained_tokens": result.get("train_tokens") if status == "succeeded" else None,
         "training_file": job.training_file_id,
         "validation_file": job.validation_file_id,
@@ -255,12 +314,26 @@ _STATUS_TEXT = {
 }
 
 
+PAUSE_REASON_PREFIX = "paused by "  # finetuning.services.fine_tuning_job_pause's reason
+_KEPT_STEP = re.compile(r"kept from the checkpoint at step (\d+)")
+
+
 def _message(event: JobEvent, run_index: int) -> tuple[str, str]:
     """(level, message) of one of our JobEvents."""
     data = event.data or {}
     if event.type == "created":
         return "info", ("Created fine-tuning job" if run_index == 0
                         else f"Resumed from the last checkpoint (run {run_index + 1})")
+    if event.type == "transition" and event.to_status in ("completed", "cancelled") and \
+            (event.message or "").startswith(PAUSE_REASON_PREFIX):
+        # The run a pause stopped: it ends completed (from its last checkpoint) or cancelled (no
+        # checkpoint yet), but the job is paused, not done.
+        kept = _KEPT_STEP.search(event.message)
+        if kept:
+            return "info", (f"The job was paused at a step boundary; its checkpoint at step {kept.group(1)} is kept "
+                            "and resume continues from it")
+        return "warn", ("The job was paused before its first checkpoint; nothing was kept, so resume starts "
+                        "training from the beginning")
     if event.type == "transition":
         text = _STATUS_TEXT.get(event.to_status, f"Status: {event.to_status}")
         if event.message and event.to_status in ("failed", "cancelled", "completed", "interrupted"):
@@ -282,11 +355,17 @@ def event_object(kind: str, row, run_indexes: dict) -> dict:
     if kind == "m":
         values: dict = row.values or {}
         data = {"step": row.step, "train_loss": values.get("loss"), "total_steps": values.get("total_steps"),
-                "learning_rate": values.get("learning_rate"), "epoch": values.get("epoch")}
+                "learning_rate": values.get("learning_rate"), "epoch": values.get("epoch"),
+                "train_mean_token_accuracy": values.get("train_mean_token_accuracy"),
+                "valid_loss": values.get("valid_loss"),
+                "valid_mean_token_accuracy": values.get("valid_mean_token_accuracy")}
         loss = f"{values['loss']:.4f}" if isinstance(values.get("loss"), (int, float)) else "n/a"
         total = f"/{values['total_steps']}" if values.get("total_steps") else ""
+        message = f"Step {row.step}{total}: training loss={loss}"
+        if isinstance(values.get("valid_loss"), (int, float)):
+            message += f", validation loss={values['valid_loss']:.4f}"
         return {"id": f"ftevent-m{row.pk}", "object": "fine_tuning.job.event", "created_at": ts(row.created_at),
-                "level": "info", "message": f"Step {row.step}{total}: training loss={loss}", "type": "metrics",
+                "level": "info", "message": message, "type": "metrics",
                 "data": {k: v for k, v in data.items() if v is not None}}
     level, message = _message(row, run_indexes.get(row.job_id, 0))
     data = {"type": row.type, "step": row.step}
@@ -304,8 +383,15 @@ def checkpoint_object(job: FineTuningJob, checkpoint: Checkpoint, metrics: dict[
         "created_at": ts(checkpoint.created_at),
         "fine_tuned_model_checkpoint": f"{fine_tuned_model_name(job)}:ckpt-step-{checkpoint.step}",
         "fine_tuning_job_id": job.id,
-        "metrics": {k: v for k, v in {"step": checkpoint.step, "train_loss": values.get("loss")}.items()
-                    if v is not None},
+        # OpenAI's checkpoint metrics; valid_* from the evaluation at that step (the pod evaluates
+        # at each checkpoint by default), absent without a validation split.
+        "metrics": {k: v for k, v in {
+            "step": checkpoint.step, "train_loss": values.get("loss"),
+            "train_mean_token_accuracy": values.get("train_mean_token_accuracy"),
+            "valid_loss": values.get("valid_loss"), "valid_mean_token_accuracy": values.get("valid_mean_token_accuracy"),
+            "full_valid_loss": values.get("valid_loss"),
+            "full_valid_mean_token_accuracy": values.get("valid_mean_token_accuracy"),
+        }.items() if v is not None},
         "step_number": checkpoint.step,
     }
 

@@ -110,6 +110,41 @@ def file_upload(*, organization, user, api_key: ApiKey | None, upload, purpose: 
     )
 
 
+def file_delete(*, organization, user, file_id: str) -> str:
+    """files.delete: the file leaves the API (list, retrieve, content, new jobs). Refused (409,
+    naming them) while a job that is not finished trains or validates on it. The dataset it was
+    imported as stays: it belongs to training, and finished jobs keep showing their files' ids."""
+    from finetuning.selectors import file_jobs_using, results_file_job
+
+    _require_write(user=user, organization=organization)
+    if results_file_job(organization=organization, file_id=file_id) is not None:
+        raise ApiError(f"{file_id} is a job's results file, made from its metrics when it is read; it cannot be "
+                       "deleted", param="file_id", code="file_not_deletable", retryable=False)
+    with transaction.atomic():
+        api_file = (FineTuningFile.objects.select_for_update()
+                    .filter(pk=file_id, organization=organization, deleted_at__isnull=True).first())
+        if api_file is None:
+            from finetuning.errors import NotFound
+
+            raise NotFound(f"No such File object: {file_id}", param="file_id")
+        using = file_jobs_using(api_file=api_file)
+        if using:
+            raise Conflict(f"file {file_id} is used by fine-tuning job(s) that have not finished: {', '.join(using)}; "
+                           "cancel them or wait until they finish, then delete it", param="file_id",
+                           code="file_in_use", job_ids=using)
+        api_file.deleted_at = timezone.now()
+        api_file.save(update_fields=["deleted_at"])
+    return file_id
+
+
+def file_content(*, api_file: FineTuningFile) -> bytes:
+    """The content the file was imported from (for a file uploaded twice with the same content, the
+    first upload's bytes: the dataset is stored once)."""
+    from artifacts.storage import get_storage
+
+    return get_storage().get_bytes(api_file.dataset.source_key)
+
+
 # --------------------------------------------------------------------------- hyperparameters
 
 def _batch_split(batch_size: int, max_micro: int) -> tuple[int, int]:
@@ -185,7 +220,8 @@ def request_fingerprint(body: Any) -> str:
 def _file_for(organization, file_id: str | None, param: str) -> FineTuningFile | None:
     if not file_id:
         return None
-    found = FineTuningFile.objects.select_related("dataset").filter(pk=file_id, organization=organization).first()
+    found = (FineTuningFile.objects.select_related("dataset")
+             .filter(pk=file_id, organization=organization, deleted_at__isnull=True).first())
     if found is None:
         raise ApiError(f"invalid {param}: no file {file_id!r} in your organization; upload it with "
                        "POST /v1/files (purpose 'fine-tune') first", param=param, code="file_not_found")

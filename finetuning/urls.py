@@ -7,6 +7,7 @@ from finetuning.errors import not_found_view
 urlpatterns = [
     path("files", apis.FileListCreateApi.as_view(), name="openai-files"),
     path("files/<str:file_id>", apis.FileDetailApi.as_view(), name="openai-file"),
+    path("files/<str:file_id>/content", apis.FileContentApi.as_view(), name="openai-file-content"),
     path("fine_tuning/jobs", apis.JobListCreateApi.as_view(), name="openai-jobs"),
     path("fine_tuning/jobs/<str:job_id>", apis.JobDetailApi.as_view(), name="openai-job"),
     path("fine_tuning/jobs/<str:job_id>/cancel", apis.JobCancelApi.as_view(), name="openai-job-cancel"),

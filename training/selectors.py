@@ -121,6 +121,12 @@ def job_recent_events(job: TrainingJob, limit: int | None = None) -> list[JobEve
     return rows
 
 
+def checkpoint_live(checkpoint: Checkpoint) -> dict[str, Any]:
+    """A checkpoint as the websocket and the job page show it: ids and sizes, not its storage URI."""
+    return {"id": checkpoint.pk, "name": f"step-{checkpoint.step}", "step": checkpoint.step,
+            "bytes": checkpoint.bytes, "epoch": checkpoint.epoch}
+
+
 def job_checkpoints(job: TrainingJob) -> list[Checkpoint]:
     return list(job.checkpoints.order_by("step"))
 
@@ -348,8 +354,8 @@ def job_snapshot(*, job: TrainingJob, max_points: int | None = None) -> dict[str
         "metrics": metric_series(job=job, max_points=max_points),
         "cost": job_cost(job),
         "events": [event_payload(e) for e in job_recent_events(job)],
-        "checkpoints": [{"step": c.step, "uri": c.uri, "bytes": c.bytes, "complete": c.complete,
-                         "created_at": c.created_at.isoformat()} for c in job_checkpoints(job)],
+        "checkpoints": [{**checkpoint_live(c), "complete": c.complete, "created_at": c.created_at.isoformat()}
+                        for c in job_checkpoints(job)],
     }
 
 

@@ -1,12 +1,61 @@
 """API shapes of the training app: what goes out (model serializers) and what comes in
 (plain serializers that only parse; the rules live in services)."""
+import dataclasses
+import typing
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from gpu_worker.contracts import Hyperparameters
 from gpu_worker.presets import PRESETS
 from training import states
 from training.models import Checkpoint, CloudType, Dataset, JobEvent, JobTemplate, MetricPoint, Preset, TrainingJob
 from training.selectors import EXPORT_KEYS, JOB_ORDERINGS, SERIES_KEYS
 from training.services.job_inputs import NOTES_MAX_CHARS, base_model_check, gpu_type_check
+
+# --------------------------------------------------------------------------- typed JSON (for the schema)
+
+def _hyperparameter_field(field: dataclasses.Field) -> serializers.Field:
+    kind = typing.get_type_hints(Hyperparameters)[field.name]
+    if kind is int:
+        return serializers.IntegerField(required=False)
+    if kind is float:
+        return serializers.FloatField(required=False)
+    if kind is bool:
+        return serializers.BooleanField(required=False)
+    if typing.get_origin(kind) in (tuple, list):
+        return serializers.ListField(child=serializers.CharField(), required=False)
+    return serializers.CharField(required=False)
+
+
+# The resolved hyperparameters (gpu_worker.contracts.Hyperparameters), one typed field each; a
+# job stored before a field existed lacks it, so none is required.
+HyperparametersSchema = type("Hyperparameters", (serializers.Serializer,), {
+    f.name: _hyperparameter_field(f) for f in dataclasses.fields(Hyperparameters)})
+
+
+@extend_schema_field(HyperparametersSchema)
+class HyperparametersField(serializers.JSONField):
+    pass
+
+
+# A metric point's values: the pod's figures (numbers, or null when not measured at that step).
+MetricValuesSchema = type("MetricValues", (serializers.Serializer,), {
+    **{key: serializers.FloatField(required=False, allow_null=True)
+       for key in (*EXPORT_KEYS, "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")},
+})
+
+
+@extend_schema_field(MetricValuesSchema)
+class MetricValuesField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(OpenApiTypes.OBJECT)
+class ObjectField(serializers.JSONField):
+    """A JSON object whose keys depend on the row (an event's data by its type, a result...)."""
+
 
 # The models' choices (same values and labels everywhere, so the schema has one enum of each).
 PRESET_CHOICES = [(name, label) for name, label in Preset.choices if name in PRESETS]
@@ -27,6 +76,11 @@ class DatasetSerializer(serializers.ModelSerializer):
 
 
 class DatasetDetailSerializer(DatasetSerializer):
+    stats = ObjectField(read_only=True)
+    split = ObjectField(read_only=True)
+    file_metadata = ObjectField(read_only=True)
+    consultant_profile = ObjectField(read_only=True, allow_null=True)
+
     class Meta(DatasetSerializer.Meta):
         fields = DatasetSerializer.Meta.fields + ["stats", "stats_updated_at", "val_fingerprint", "consultant_profile",
                                                   "file_metadata", "split"]
@@ -69,6 +123,12 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobDetailSerializer(JobSerializer):
+    hyperparameters = HyperparametersField(read_only=True)
+    result = ObjectField(read_only=True, allow_null=True)
+    stage_times = ObjectField(read_only=True)
+    overrides = ObjectField(read_only=True)
+    error_fix = ObjectField(read_only=True, allow_null=True)
+
     class Meta(JobSerializer.Meta):
         fields = JobSerializer.Meta.fields + [
             "overrides", "hyperparameters", "bid_per_gpu", "capacity_fallback", "pod_id", "pod_name", "stage_times", "notes", "error_fix",
@@ -138,6 +198,8 @@ class JobRetrySerializer(serializers.Serializer):
 
 
 class JobEventSerializer(serializers.ModelSerializer):
+    data = ObjectField(read_only=True)
+
     class Meta:
         model = JobEvent
         fields = ["event_id", "source", "type", "attempt", "seq", "step", "from_status", "to_status", "message", "data",
@@ -146,6 +208,8 @@ class JobEventSerializer(serializers.ModelSerializer):
 
 
 class MetricPointSerializer(serializers.ModelSerializer):
+    values = MetricValuesField(read_only=True)
+
     class Meta:
         model = MetricPoint
         fields = ["step", "attempt", "values", "created_at"]
@@ -209,7 +273,7 @@ class JobTemplateSerializer(serializers.ModelSerializer):
 class PresetSerializer(serializers.Serializer):
     name = serializers.CharField()
     when_to_choose = serializers.CharField()
-    hyperparameters = serializers.DictField()
+    hyperparameters = HyperparametersField()
 
 
 # --------------------------------------------------------------------------- auth helpers
@@ -251,7 +315,7 @@ class JobCompareRowSerializer(serializers.Serializer):
     dataset = serializers.CharField()
     gpu_type = serializers.CharField()
     spot = serializers.BooleanField()
-    hyperparameters = serializers.DictField()
+    hyperparameters = HyperparametersField()
     overrides = serializers.DictField()
     final_loss = serializers.FloatField(allow_null=True)
     evaluation = serializers.DictField()

@@ -43,7 +43,10 @@ LAUNCH_STALL_S = env_int("LAUNCH_STALL_S", 120)  # provisioning with no pod id t
 # job completed this long ago without them.
 STOP_SIGNAL_RESEND_S = env_int("STOP_SIGNAL_RESEND_S", 120)
 FOLLOWUP_REDRIVE_S = env_int("FOLLOWUP_REDRIVE_S", 900)
-POD_EXIT_SETTLE_S = env_int("POD_EXIT_SETTLE_S", 30)  # wait this long for a finished pod's last events
+POD_EXIT_SETTLE_S = env_int("POD_EXIT_SETTLE_S", 30)
+# A user's stop (pause, stop early): how long the worker has, after SIGTERM, to finish its step
+# and write its checkpoint before it is killed (a slow step with no checkpoint yet needs it).
+POD_STOP_GRACE_S = env_int("POD_STOP_GRACE_S", 300)  # wait this long for a finished pod's last events
 POD_COMPLETED_EXIT_WAIT_S = env_int("POD_COMPLETED_EXIT_WAIT_S", 10)  # then a completed job's pod is terminated
 # After a job's terminal move its pod's events are still verified and their data kept (never a
 # state change) for this long; then 410 and the secret is erased. Default: the pod's final flush

@@ -154,6 +154,10 @@ INVALID_CREATES = [
     ({"seed": -1}, "seed"),
     ({"integrations": [{"type": "wandb", "wandb": {"project": "x"}}]}, "integrations"),
     ({"extra_body": {"colour": "blue"}}, "colour"),
+    ({"model": "nonexistent/model-xyz"}, "model"),
+    ({"model": "/no/such/model/folder"}, "model"),
+    ({"metadata": {"run": 1}}, "metadata.run"),
+    ({"metadata": {"run": "x" * 513}}, "metadata.run"),
 ]
 
 
@@ -303,7 +307,8 @@ def test_failed_and_budget_stopped_jobs_as_the_client_sees_them(oai, training_fi
     stopped = oai.fine_tuning.jobs.create(model=LLAMA_70B, training_file=training_file.id, suffix="capped")
     job_stop_for_budget(job_id=stopped.training_job_id, reason="the March budget is spent")
     paused = oai.fine_tuning.jobs.retrieve(stopped.id)
-    assert paused.status == "paused" and paused.error.code == "budget_exceeded"
+    # "paused" is outside the client's status type: it reads "cancelled" with paused=True.
+    assert paused.status == "cancelled" and paused.paused is True and paused.error.code == "budget_exceeded"
     assert "the March budget is spent" in paused.error.message
     resumed = oai.fine_tuning.jobs.resume(stopped.id)
     assert resumed.id == stopped.id and resumed.status == "queued" and resumed.error is None

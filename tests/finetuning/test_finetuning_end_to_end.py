@@ -57,7 +57,7 @@ def test_train_pause_resume_and_cancel_through_the_openai_client(job_stack, oai,
     wait_for(lambda: oai.fine_tuning.jobs.checkpoints.list(job.id).data, 60, interval_s=0.2,
              message="a first checkpoint")
     paused = oai.fine_tuning.jobs.pause(job.id)
-    assert paused.status == "paused" and paused.id == job.id
+    assert paused.status == "cancelled" and paused.paused is True and paused.id == job.id
     first_run = TrainingJob.objects.get(pk=paused.training_job_id)
 
     def stopped():
@@ -66,9 +66,9 @@ def test_train_pause_resume_and_cancel_through_the_openai_client(job_stack, oai,
 
     wait_for(stopped, 60, message="the paused run to stop")
     assert first_run.status == states.COMPLETED and first_run.result.get("stopped_early"), first_run.error_message
-    assert oai.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    assert oai.fine_tuning.jobs.retrieve(job.id).paused is True
     assert first_run.current_step < first_run.total_steps  # it really stopped early
-    assert oai.fine_tuning.jobs.pause(job.id).status == "paused"  # again: harmless
+    assert oai.fine_tuning.jobs.pause(job.id).paused is True  # again: harmless
 
     resumed = oai.fine_tuning.jobs.resume(job.id)
     assert resumed.id == job.id and resumed.status in ("queued", "running")
@@ -96,6 +96,18 @@ def test_train_pause_resume_and_cancel_through_the_openai_client(job_stack, oai,
     assert messages[0].startswith("The job has successfully completed")
     assert messages[-1] == "Created fine-tuning job" and "Resumed from the last checkpoint (run 2)" in messages
     assert any(m.startswith("paused by") for m in messages)
+    assert any(m.startswith("The job was paused at a step boundary; its checkpoint at step") for m in messages)
+    assert not any(m.startswith("The job has successfully completed") for m in messages[1:])
+
+    # The results file: OpenAI's columns, a row per recorded step of both runs.
+    assert len(done.result_files) == 1
+    results = oai.files.retrieve(done.result_files[0])
+    assert results.purpose == "fine-tune-results"
+    lines = oai.files.content(results.id).text.splitlines()
+    assert lines[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+    steps = [int(line.split(",")[0]) for line in lines[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] == done.current_step
+    assert all(float(line.split(",")[1]) > 0 for line in lines[1:])
 
     # Checkpoints of both runs, newest first, named after the fine-tuned model.
     checkpoints = list(oai.fine_tuning.jobs.checkpoints.list(job.id, limit=2))

@@ -76,6 +76,12 @@ def test_snapshot_then_live_updates_from_pod_events(daphne_server, organization,
     steps = sorted({p["step"] for m in seen if m["kind"] == "metrics" for p in m["points"]})
     assert steps == [2, 3, 4, 5, 6]
     assert [m["step"] for m in seen if m["kind"] == "checkpoint"] == [2, 4, 6]
+    # Checkpoints are named by id (the REST and /v1/ checkpoint lists), never by storage path.
+    from training.models import Checkpoint
+
+    ids = dict(Checkpoint.objects.filter(job=job).values_list("step", "pk"))
+    assert [(m["id"], m["name"]) for m in seen if m["kind"] == "checkpoint"] == [(ids[s], f"step-{s}") for s in (2, 4, 6)]
+    assert "file://" not in json.dumps(seen) and all("uri" not in m for m in seen if m["kind"] == "checkpoint")
     # order kept: every metric point arrives before the completion
     last_metrics = max(i for i, m in enumerate(seen) if m["kind"] == "metrics")
     assert last_metrics < len(seen) - 1

@@ -126,6 +126,12 @@ class GpuProvider(abc.ABC):
         """Stop and remove the pod. Return True once the provider confirms it is gone.
         Terminating a pod that does not exist returns True."""
 
+    def stop(self, pod_id: str, *, grace_s: float) -> bool:
+        """Stop at the worker's next step boundary: SIGTERM (it checkpoints and reports
+        `interrupted`), a hard kill only after `grace_s`. Providers whose API has no grace of
+        its own terminate."""
+        return self.terminate(pod_id)
+
     @abc.abstractmethod
     def list(self, name_prefix: str) -> list[PodInfo]:
         """Every live pod whose name starts with `name_prefix`."""

@@ -322,6 +322,11 @@ class LocalProvider(GpuProvider):
         """
         return self._stop(pod_id, by="user")
 
+    def stop(self, pod_id: str, *, grace_s: float) -> bool:
+        """A user's stop (pause, stop early): as terminate, with `grace_s` for the worker to finish
+        its step and write its checkpoint before the SIGKILL."""
+        return self._stop(pod_id, by="user", grace_s=grace_s)
+
     def interrupt(self, pod_id: str, *, wait: bool = True) -> bool:
         """Test hook: act out a spot eviction. The pod gets SIGTERM (the worker saves a checkpoint
         and exits 75), then is marked terminated by the cloud (`PodInfo.interrupted`).
@@ -338,7 +343,7 @@ class LocalProvider(GpuProvider):
             return True
         return self._stop(pod_id, by="cloud")
 
-    def _stop(self, pod_id: str, *, by: str) -> bool:
+    def _stop(self, pod_id: str, *, by: str, grace_s: float | None = None) -> bool:
         _reap_children()
         state_dir = self._dir(pod_id)
         with self._locked(pod_id):
@@ -356,7 +361,7 @@ class LocalProvider(GpuProvider):
             if not self._alive(wrapper):
                 return True
             self._signal_group(pgid, signal.SIGTERM)
-            if self._wait_gone(wrapper, self.terminate_grace_s):
+            if self._wait_gone(wrapper, self.terminate_grace_s if grace_s is None else grace_s):
                 return True
             self._signal_group(pgid, signal.SIGKILL)
             return self._wait_gone(wrapper, self.kill_wait_s)

@@ -351,6 +351,12 @@ def job_stop_for_budget(*, job_id, reason: str) -> TrainingJob | None:
     return job
 
 
+def stop_reason(job: TrainingJob) -> str | None:
+    """The reason the user gave when asking for the stop (its `stop_requested` event), if any."""
+    return (job.events.filter(type="stop_requested").order_by("-created_at").values_list("message", flat=True)
+            .first())
+
+
 def job_stopped(job: TrainingJob, reason: str) -> None:
     """The pod of a job with stop_requested has stopped (caller holds the lock): a budget stop
     ends cancelled; a user's stop early completes with the last checkpoint's adapter."""

@@ -23,7 +23,8 @@ from gpu_worker.contracts import PodEvent
 from training import states
 from training.broadcast import job_updates_collected, publish_job_updates
 from training.models import Checkpoint, JobEvent, MetricPoint, TrainingJob
-from training.services.jobs import _move, job_stopped
+from training.selectors import checkpoint_live
+from training.services.jobs import _move, job_stopped, stop_reason
 from training.services.hot_sql import hot_cursor
 from training.services.metric_rollups import metric_rollups_add
 from training.services.webhook_secrets import late_window_open
@@ -101,13 +102,15 @@ def _metric_points_write(job: TrainingJob, attempt: int, rows: list[tuple[int, d
 
 def _on_checkpoint_saved(job: TrainingJob, event: PodEvent, live: list) -> None:
     step = int(event.data.get("step", event.step))
-    Checkpoint.objects.update_or_create(
+    checkpoint, _ = Checkpoint.objects.update_or_create(
         job=job, step=step,
         defaults={"uri": event.data.get("uri", ""), "bytes": int(event.data.get("bytes") or 0), "complete": True,
                   "attempt": event.attempt, "epoch": event.data.get("epoch"),
                   "valid_loss": _finite_or_none(event.data.get("valid_loss"))},
     )
-    live.append({"kind": "checkpoint", "step": step, "uri": event.data.get("uri", ""),
+    # Ids, never the storage URI (a file:// path or bucket key is internal): `id` is the checkpoint
+    # in GET /api/v1/jobs/{id}/checkpoints/ and `ftckpt-<id>` in /v1/.
+    live.append({"kind": "checkpoint", **checkpoint_live(checkpoint),
                  "valid_loss": _finite_or_none(event.data.get("valid_loss"))})
 
 
@@ -156,7 +159,8 @@ def _on_interrupted(job: TrainingJob, event: PodEvent, live: list) -> None:
         Checkpoint.objects.update_or_create(job=job, step=step, defaults={"uri": checkpoint_uri, "complete": True,
                                                                           "attempt": event.attempt})
     if job.stop_requested:
-        job_stopped(job, "stopped at the user's request")
+        # The user's reason ("paused by ... (OpenAI API)") stays the history's and the API's text.
+        job_stopped(job, stop_reason(job) or "stopped at the user's request")
         return
     interruption_record(job, checkpoint_uri=checkpoint_uri, step=event.step, reason="the pod was interrupted (SIGTERM)")
 

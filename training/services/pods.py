@@ -28,7 +28,7 @@ from training.providers import (
     pod_name,
     pod_name_prefix,
 )
-from training.services.jobs import _move, job_spec_build, job_stopped
+from training.services.jobs import _move, job_spec_build, job_stopped, stop_reason
 from training.providers.base import describe_request
 from training.services.pod_events import interruption_record
 
@@ -287,7 +287,9 @@ def job_signal_stop(*, job_id) -> None:
                 if not locked.is_terminal:
                     job_stopped(locked, "stopped before the pod started")
         return
-    if get_provider(job.provider).terminate(job.pod_id):
+    # A long grace: the worker finishes its current step (which may be slow) and writes its
+    # checkpoint on SIGTERM; killing it at the usual terminate grace loses that checkpoint.
+    if get_provider(job.provider).stop(job.pod_id, grace_s=settings.POD_STOP_GRACE_S):
         pod_gone_record(pod_id=job.pod_id, pod_name=job.pod_name, how="terminated on a stop request")
 
 
@@ -445,7 +447,9 @@ def _interrupt(job_id, reason: str) -> bool:
         if job.status not in states.POD_STATES:
             return False
         if job.stop_requested:
-            job_stopped(job, reason)
+            # Say why it stopped (the user's pause or stop), then what happened to the pod.
+            asked = stop_reason(job)
+            job_stopped(job, f"{asked}; the pod ended before reporting its stop ({reason})" if asked else reason)
             return True
         return interruption_record(job, checkpoint_uri=None, step=job.current_step, reason=reason)
 

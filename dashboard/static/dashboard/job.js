@@ -109,7 +109,7 @@
     tr.innerHTML = "<td></td><td></td><td class='muted'></td>";
     tr.children[0].textContent = c.step;
     tr.children[1].textContent = c.bytes ? `${(c.bytes / 1e6).toFixed(1)} MB` : "–";
-    tr.children[2].textContent = c.uri;
+    tr.children[2].textContent = c.name || `step-${c.step}`;
     if (!existing) $("checkpoints").appendChild(tr);
   }
 
