@@ -293,7 +293,10 @@ def forgetting_gate(base_correct: Sequence[bool], adapted_correct: Sequence[bool
         return GateResult(FORGETTING, ADAPTED, INCONCLUSIVE, None, n, extra=extra, reasons=[str(exc)])
     extra["computed"] = True
     verdict = bound_verdict(est, max_forgetting, higher_is_better=False)
-    reasons = evidence.shortfalls(items=n, rated=int(math.fsum(b)), conversations=None)
+    reasons = evidence.shortfalls(items=n, rated=n, conversations=None)
+    if math.fsum(b) < evidence.min_items:
+        reasons.append(f"the base model answered {int(math.fsum(b))} questions correctly, fewer than the minimum "
+                       f"{evidence.min_items} to measure forgetting on")
     if reasons and verdict in (PASS, FAIL):
         verdict = INCONCLUSIVE
     checks = [{"check": "forgetting", "value": est.value, "ci": [est.low, est.high], "threshold": max_forgetting,
