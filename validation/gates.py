@@ -364,7 +364,8 @@ def brand_voice_gates(judge, items, *, embedder: Embedder | None, adapted_result
         if name == ADAPTED and adapted_result is not None:
             on_voice[name] = _on_voice(adapted_result, ids)
             continue
-        result = judge.score([replace(it, adapted_reply=r) for it, r in zip(items, replies)])
+        # Only the candidate's reply is scored (no base reply, so no pairwise comparison either).
+        result = judge.score([replace(it, base_reply=None, adapted_reply=r) for it, r in zip(items, replies)])
         on_voice[name] = _on_voice(result, ids)
     messages = [it.client_message for it in items]
     out: dict[str, GateResult] = {}
