@@ -4,7 +4,7 @@
   and per held-out conversation (sum of token NLL, token count), so the control plane can put a
   bootstrap interval on it by resampling conversations.
 - Emotion recognition and knowledge retention: multiple-choice items scored by option
-  log-likelihood (validation.pod_eval). Accuracy is decided by `spec.eval_choice_score`:
+  log-likelihood (gpu_worker.evaluation.pod_eval). Accuracy is decided by `spec.eval_choice_score`:
   "sum" (default: the log-probability of the whole option, end-of-turn included, i.e. the
   model's probability of answering exactly that option) or "mean" (per token). Both per-option
   scores are stored, so the other reading can be computed later.
@@ -163,7 +163,7 @@ def _versions() -> dict[str, str]:
 
 
 def _choice_part(model, tokenizer, items, *, score: str, check: Callable[[], None]) -> dict[str, Any]:
-    from validation import pod_eval
+    from gpu_worker.evaluation import pod_eval
 
     normalized = score == "mean"
     started = time.time()
@@ -190,7 +190,7 @@ def _choice_part(model, tokenizer, items, *, score: str, check: Callable[[], Non
 
 
 def _replies_part(model, tokenizer, items, *, max_new_tokens: int, seed: int, check: Callable[[], None]):
-    from validation import pod_eval
+    from gpu_worker.evaluation import pod_eval
 
     started = time.time()
     with adapter_disabled(model):
@@ -247,8 +247,8 @@ def full_evaluation(model, tokenizer, spec, *, val_rows: list[dict[str, Any]],
                     check: Callable[[], None] = lambda: None, warn=None) -> dict[str, Any]:
     """Everything the validation report needs from the model, as one JSON-able dict
     (written to `<output_uri>/evaluation.json`)."""
-    from validation import pod_eval
-    from validation.datasets import KNOWLEDGE_FILE, load_emotion_labels
+    from gpu_worker.evaluation import pod_eval
+    from gpu_worker.evaluation.datasets import KNOWLEDGE_FILE, load_emotion_labels
 
     import torch
 

@@ -25,6 +25,31 @@ class Verdict(models.TextChoices):
     PASS = "pass", "pass"
     FAIL = "fail", "fail"
     INCOMPLETE = "incomplete", "incomplete"
+    INCONCLUSIVE = "inconclusive", "inconclusive"
+    NOT_VALID = "not_valid", "not valid for this dataset"
+
+
+class BrandVoicePolicy(models.Model):
+    """Brand-voice thresholds of one organization, or of one of its clients (`client` set): the
+    gate in validation.gates reads the most specific row, else the VALIDATION_* settings. A
+    client-supplied `profile` (the consultant_profile shape) replaces the dataset's own."""
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE,
+                                     related_name="brand_voice_policies")
+    client = models.CharField(max_length=120, blank=True, default="",
+                              help_text="empty: the organization's default policy")
+    on_voice_floor = models.FloatField(default=0.5)
+    margin = models.FloatField(default=0.10, help_text="non-inferiority margin vs the reference replies' rate")
+    relevance_min = models.FloatField(default=0.5)
+    diversity_min = models.FloatField(default=0.8)
+    profile = models.JSONField(null=True, blank=True, help_text="client-supplied consultant profile")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "client"], name="one_voice_policy_per_client")]
+
+    def __str__(self):
+        return f"brand voice policy of {self.organization_id}{' / ' + self.client if self.client else ''}"
 
 
 class ValidationRun(models.Model):

@@ -94,9 +94,49 @@ def metric_row(m: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+VERDICT_LABELS = {"pass": "Pass", "fail": "Fail", "incomplete": "Incomplete", "inconclusive": "Inconclusive",
+                  "not_valid": "Not valid for this dataset"}
+GATE_NAMES = {"brand_voice": "Brand voice", "forgetting": "Forgetting (knowledge lost)"}
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def gate_row(g: dict[str, Any]) -> dict[str, Any]:
+    """A gate (validation.gates.GateResult.to_dict()) as the report shows it."""
+    ci = g.get("ci")
+    return {**g, "name": GATE_NAMES.get(g["gate"], g["gate"]), "who": g.get("control") or "adapted model",
+            "verdict_label": VERDICT_LABELS.get(g["verdict"], g["verdict"]),
+            "value_text": _pct(g.get("value")), "ci_text": f"[{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "",
+            "checks_text": "; ".join(
+                f"{c['check'].replace('_', ' ')}: {c['verdict']}"
+                + ("" if c.get("value") is None else f" ({c['value']:.2f} vs {c['threshold']:.2f})")
+                for c in g.get("checks") or []),
+            "reasons_text": "; ".join(g.get("reasons") or [])}
+
+
+def headline(rows: list[dict]) -> str:
+    """The report's one headline sentence: the pairwise comparison of adapted vs base replies, and
+    nothing else (the relative-improvement rows are secondary)."""
+    r = {row["key"]: row for row in rows}.get(scoring.WIN_RATE)
+    if r is None or not r["computed"]:
+        return ("No headline: the pairwise comparison of adapted and base replies was not computed"
+                + (f" ({r['reason']})." if r else "."))
+    return (f"Adapted replies preferred over the base model's in {r['value_text']} {r['ci_text']} of {r['n']} "
+            f"held-out client turns (pairwise judge comparison; ties count as not preferred).")
+
+
 def _summary_text(verdict: dict[str, Any], rows: list[dict]) -> str:
-    label = {"pass": "PASS", "fail": "FAIL", "incomplete": "INCOMPLETE"}.get(verdict.get("verdict"), "?")
-    parts = [f"Verdict: {label}."]
+    label = VERDICT_LABELS.get(verdict.get("verdict"), "?").upper()
+    parts = [headline(rows), f"Verdict: {label}."]
+    for g in verdict.get("gates") or []:
+        row = gate_row(g)
+        parts.append(f"{row['name']}: {row['verdict_label']}"
+                     + (f", {row['value_text']} {row['ci_text']} (n={row['n']})" if g.get("value") is not None else "")
+                     + (f": {row['reasons_text']}" if row["reasons_text"] else "") + ".")
+    if verdict.get("gates"):
+        return " ".join(parts)
     by_key = {r["key"]: r for r in rows}
     for key in scoring.GATED:
         r = by_key.get(key)
@@ -166,12 +206,15 @@ def report_document(run) -> dict[str, Any]:
     job = run.job
     rows = [metric_row(m) for m in (run.metrics or {}).values()]
     verdict = dict(run.summary or {"verdict": run.verdict or "incomplete"})
-    verdict["label"] = {"pass": "Pass", "fail": "Fail", "incomplete": "Incomplete"}.get(verdict.get("verdict"), "–")
+    verdict["label"] = VERDICT_LABELS.get(verdict.get("verdict"), "–")
     result = job.result or {}
     doc = {
         "schema": SCHEMA,
         "summary": _summary_text(verdict, rows) if run.status == "completed" else f"Validation run {run.status}.",
         "verdict": verdict,
+        "headline": headline(rows),
+        "gates": [gate_row(g) for g in verdict.get("gates") or []],
+        "controls": [gate_row(g) for g in verdict.get("controls") or []],
         "metrics": rows,
         "metric_details": run.metrics,
         "run": {"id": str(run.pk), "status": run.status, "trigger": run.trigger,
@@ -253,7 +296,26 @@ def render_pdf(document: dict[str, Any]) -> bytes:
         para(f"Validation data: {job['validation_data']}")
     para(f"Run {document['run']['id']} ({document['run']['trigger']}), finished {document['run']['finished_at']}")
     heading(f"Verdict: {document['verdict'].get('label')}")
+    para(document.get("headline", ""), 10, "B")
     para(document["summary"])
+    if document.get("gates") or document.get("controls"):
+        heading("Gates and controls")
+        para("A gate passes only when its 95% interval clears the bar with enough evidence; it is 'not valid' when "
+             "the dataset's own replies fail it or a useless control (one canned reply, replies shuffled across "
+             "clients) passes it.", 8)
+        gcols = (0.22, 0.16, 0.16, 0.22, 0.08, 0.16)
+        pdf.set_font("Helvetica", "B", 8)
+        for title, c in zip(("Gate", "Replies", "Verdict", "Value [95% CI]", "n", ""), gcols):
+            pdf.cell(w * c, 5, title, border="B")
+        pdf.ln()
+        pdf.set_font("Helvetica", "", 8)
+        for g in list(document.get("gates") or []) + list(document.get("controls") or []):
+            for text, c in zip((g["name"], g["who"], g["verdict_label"], f"{g['value_text']} {g['ci_text']}",
+                                str(g["n"]), ""), gcols):
+                pdf.cell(w * c, 5, _latin1(text)[:40])
+            pdf.ln()
+            if g["checks_text"]:
+                para("    " + g["checks_text"], 7)
 
     heading("Metrics")
     cols = (0.36, 0.14, 0.22, 0.08, 0.2)

@@ -57,9 +57,10 @@ def judge_config() -> dict[str, Any]:
     return out
 
 
-def build_judge(rubric):
-    """The configured Judge, or (None, reason) when the configuration cannot make one."""
-    kind = (settings.VALIDATION_JUDGE or "offline").strip().lower()
+def build_judge(rubric, kind: str | None = None):
+    """The configured Judge (or the `kind` asked for), or (None, reason) when the configuration
+    cannot make one."""
+    kind = (kind or settings.VALIDATION_JUDGE or "offline").strip().lower()
     if kind == "offline":
         from validation.judges import OfflineJudge
 
@@ -73,6 +74,112 @@ def build_judge(rubric):
                         api_key=settings.VALIDATION_LLM_API_KEY or None, rubric=rubric,
                         timeout=settings.VALIDATION_LLM_TIMEOUT_S, max_retries=settings.VALIDATION_LLM_MAX_RETRIES), None
     return None, f"VALIDATION_JUDGE={kind!r} is not a judge; use 'offline' or 'llm'"
+
+
+def gate_evidence() -> "gates.Evidence":
+    from validation import gates
+
+    return gates.Evidence(min_items=int(settings.VALIDATION_MIN_ITEMS),
+                          min_conversations=int(settings.VALIDATION_MIN_CONVERSATIONS),
+                          min_rated_share=float(settings.VALIDATION_MIN_RATED_SHARE))
+
+
+def brand_voice_policy_for(*, organization_id, client: str = ""):
+    """(thresholds, client-supplied profile or None): the client's BrandVoicePolicy row, else the
+    organization's default row, else the VALIDATION_* settings."""
+    from validation import gates
+    from validation.models import BrandVoicePolicy
+
+    rows = {p.client: p for p in BrandVoicePolicy.objects.filter(organization_id=organization_id,
+                                                                   client__in={client or "", ""})}
+    row = rows.get(client or "") or rows.get("")
+    if row is None:
+        return gates.BrandVoicePolicyValues(
+            on_voice_floor=float(settings.VALIDATION_BRAND_VOICE_FLOOR),
+            margin=float(settings.VALIDATION_BRAND_VOICE_MARGIN),
+            relevance_min=float(settings.VALIDATION_RELEVANCE_MIN),
+            diversity_min=float(settings.VALIDATION_DIVERSITY_MIN)), None
+    return gates.BrandVoicePolicyValues(on_voice_floor=row.on_voice_floor, margin=row.margin,
+                                        relevance_min=row.relevance_min, diversity_min=row.diversity_min), row.profile
+
+
+def relevance_embedder():
+    """Sentence embeddings for the relevance and diversity checks (the offline judge's packaged
+    model, whichever judge rates voice), or None when the eval extra is not installed."""
+    from validation.judges.offline import EmbeddingUnavailable, minilm_embedder
+
+    try:
+        minilm_embedder(["probe"])
+    except EmbeddingUnavailable:
+        return None
+    return minilm_embedder
+
+
+def gates_compute(*, judge, judge_result, items, knowledge_base, knowledge_adapted, policy, options: int = 4,
+                  resamples: int, seed: int) -> dict[str, Any]:
+    """Every gate of a run, the adapted model's and each control's: {"gates": [adapted gate rows],
+    "controls": [control rows], "verdict": overall}. JSON-ready (GateResult.to_dict())."""
+    from validation import gates
+
+    evidence = gate_evidence()
+    kw = {"resamples": resamples, "seed": seed}
+    adapted_rows, control_rows = [], []
+    rated = judge_result is not None and any(r.computed for r in judge_result.replies if r.model == ADAPTED)
+    if judge is not None and items and rated:
+        voice = gates.brand_voice_gates(judge, items, embedder=relevance_embedder(), adapted_result=judge_result,
+                                        policy=policy, evidence=evidence, **kw)
+        for name, result in voice.items():
+            (adapted_rows if name == gates.ADAPTED else control_rows).append(result)
+    else:
+        adapted_rows.append(gates.GateResult(gates.BRAND_VOICE, gates.ADAPTED, gates.INCONCLUSIVE, None, 0,
+                                             reasons=["the judge rated no adapted reply, so the controls were "
+                                                      "not scored either"]))
+    paired = scoring._paired_flags(knowledge_base, knowledge_adapted)
+    if paired is not None and paired[0]:
+        adapted_rows.append(gates.forgetting_gate(*paired, options=options,
+                                                  max_forgetting=float(settings.VALIDATION_FORGETTING_MAX),
+                                                  evidence=evidence, **kw))
+    else:
+        adapted_rows.append(gates.GateResult(gates.FORGETTING, gates.ADAPTED, gates.INCONCLUSIVE, None, 0,
+                                             reasons=["no knowledge-set results were reported"]))
+    return {"gates": [g.to_dict() for g in adapted_rows], "controls": [g.to_dict() for g in control_rows],
+            "verdict": gates.overall_verdict(adapted_rows), "evidence": dataclasses.asdict(evidence),
+            "policy": dataclasses.asdict(policy)}
+
+
+def validation_calibrate(*, dataset, judge_kind: str | None = None, resamples: int | None = None) -> list[dict]:
+    """Score the dataset's validation split with the reference, canned and shuffled replies in the
+    adapted slot (no model, no GPU) and return one row per gate and control:
+    {"gate", "control", "verdict", "value", "ci", "n"}. A gate the reference does not pass, or a
+    control passes, cannot prove anything on this dataset."""
+    from artifacts.storage import get_storage
+    from gpu_worker.evaluation import pod_eval
+    from validation import gates
+    from validation.rubric import build_rubric
+
+    policy, profile = brand_voice_policy_for(organization_id=dataset.organization_id)
+    rubric = build_rubric(profile or dataset.consultant_profile)
+    judge, why = build_judge(rubric, kind=judge_kind)
+    if judge is None:
+        raise DomainError(why)
+    raw = get_storage().get_bytes(dataset.val_key).decode("utf-8")
+    conversations = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    items = [JudgeItem(item_id=r.item_id, client_message=r.client_message, base_reply=r.reference,
+                       adapted_reply=r.reference, reference=r.reference, context=tuple(r.prompt_messages[:-1]))
+             for r in pod_eval.reply_items(conversations)]
+    if not items:
+        raise DomainError("the dataset's validation split has no consultant reply to calibrate on; import it with a "
+                          "larger --val-fraction")
+    results = gates.brand_voice_gates(judge, items, embedder=relevance_embedder(), include_adapted=False,
+                                      policy=policy, evidence=gate_evidence(),
+                                      resamples=resamples or settings.VALIDATION_BOOTSTRAP_RESAMPLES,
+                                      seed=settings.VALIDATION_BOOTSTRAP_SEED)
+    out = []
+    for name in gates.CONTROLS:
+        d = results[name].to_dict()
+        out.append({"gate": d["gate"], "control": name, "verdict": d["verdict"], "value": d["value"], "ci": d["ci"],
+                    "n": d["n"], "checks": d["checks"], "reasons": d["reasons"]})
+    return out
 
 
 def code_version() -> str:
@@ -365,14 +472,17 @@ def _execute(run: ValidationRun) -> None:
     thresholds = scoring.Thresholds(**run.thresholds) if run.thresholds else current_thresholds()
     replies, replies_missing = _part(doc, "replies", missing_reason)
     judge_result = None
+    judge = None
     judge_missing = replies_missing
-    rubric = build_rubric(job.dataset.consultant_profile)
+    policy, client_profile = brand_voice_policy_for(organization_id=job.organization_id)
+    rubric = build_rubric(client_profile or job.dataset.consultant_profile)
+    items = judge_items(replies) if replies is not None else []
     if replies is not None:
         judge, why = build_judge(rubric)
         if judge is None:
             judge_missing = why
         else:
-            judge_result = judge.score(judge_items(replies))
+            judge_result = judge.score(items)
             run.judge = {**run.judge, "label": judge_result.label, "settings": judge_result.settings}
             run.judge_result = judge_result.to_dict()
     inputs, notes = evaluation_inputs(doc, missing_reason, judge_result, judge_missing)
@@ -382,6 +492,17 @@ def _execute(run: ValidationRun) -> None:
         if isinstance(metrics.get(key), scoring.Metric):
             metrics[key] = dataclasses.replace(metrics[key], notes=metrics[key].notes + (note,))
     summary = scoring.summary_verdict(metrics)
+    gate_report = gates_compute(judge=judge if judge_result is not None else None, judge_result=judge_result,
+                                items=items, knowledge_base=inputs.knowledge_base,
+                                knowledge_adapted=inputs.knowledge_adapted, policy=policy,
+                                resamples=settings.VALIDATION_BOOTSTRAP_RESAMPLES,
+                                seed=settings.VALIDATION_BOOTSTRAP_SEED)
+    # The verdict comes from the gates (interval bounds, minimum evidence, controls); a report
+    # whose gated metrics could not be computed at all stays "incomplete".
+    summary = {**summary, "point_estimate_verdict": summary["verdict"], "gates": gate_report["gates"],
+               "controls": gate_report["controls"], "gate_evidence": gate_report["evidence"],
+               "brand_voice_policy": gate_report["policy"],
+               "verdict": "incomplete" if summary["verdict"] == "incomplete" else gate_report["verdict"]}
 
     per_side = settings.VALIDATION_EXAMPLES_PER_SIDE
     run.metrics = {k: m.to_dict() for k, m in metrics.items()}

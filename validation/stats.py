@@ -40,6 +40,7 @@ class Estimate:
     resamples: int = DEFAULT_RESAMPLES
     seed: int = DEFAULT_SEED
     method: str = "percentile bootstrap"
+    clusters: int | None = None  # resampled units when they are conversations, not items
 
     @property
     def degenerate(self) -> bool:
@@ -74,8 +75,15 @@ def bootstrap(
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = DEFAULT_SEED,
+    clusters: Sequence[object] | None = None,
 ) -> Estimate:
     """Paired bootstrap of `statistic(*columns)`.
+
+    With `clusters` (one label per item, e.g. the conversation an item comes from) whole clusters
+    are resampled: items of one conversation are correlated, and resampling them one by one makes
+    the interval too narrow (simulated coverage of a nominal 95% item bootstrap: 80% at
+    within-conversation correlation 0.4; tests/validation/test_validation_stats.py). `n` stays the
+    number of items; `Estimate.clusters` says how many clusters there were.
 
     `columns` are equally long sequences describing the same n items (one column for a mean, two
     for base/adapted pairs). Each resample draws n item indices with replacement and passes the
@@ -98,12 +106,23 @@ def bootstrap(
     point = statistic(*cols)
     if point is None:
         raise ValueError("the statistic is undefined on the observed data")
+    groups: list[list[int]] | None = None
+    if clusters is not None:
+        if len(clusters) != n:
+            raise ValueError(f"clusters must label every item: {len(clusters)} labels for {n} items")
+        by_label: dict[object, list[int]] = {}
+        for i, label in enumerate(clusters):
+            by_label.setdefault(label, []).append(i)
+        groups = list(by_label.values())
     rng = random.Random(seed)
     stats: list[float] = []
     dropped = 0
     idx_range = range(n)
     for _ in range(resamples):
-        idx = rng.choices(idx_range, k=n)
+        if groups is None:
+            idx = rng.choices(idx_range, k=n)
+        else:
+            idx = [i for g in rng.choices(groups, k=len(groups)) for i in g]
         value = statistic(*[[c[i] for i in idx] for c in cols])
         if value is None:
             dropped += 1
@@ -114,8 +133,12 @@ def bootstrap(
                          "the interval would be biased (too little data)")
     stats.sort()
     alpha = (1 - confidence) / 2
+    if groups is None:
+        return Estimate(value=float(point), low=quantile(stats, alpha), high=quantile(stats, 1 - alpha), n=n,
+                        confidence=confidence, resamples=resamples, seed=seed)
     return Estimate(value=float(point), low=quantile(stats, alpha), high=quantile(stats, 1 - alpha), n=n,
-                    confidence=confidence, resamples=resamples, seed=seed)
+                    confidence=confidence, resamples=resamples, seed=seed, method="cluster percentile bootstrap",
+                    clusters=len(groups))
 
 
 def _mean(xs: Sequence[float]) -> float:

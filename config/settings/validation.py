@@ -15,6 +15,18 @@ VALIDATION_LLM_MAX_RETRIES = env_int("VALIDATION_LLM_MAX_RETRIES", 2)
 # brand voice = share of adapted replies the judge rates on-voice.
 VALIDATION_RETENTION_MIN = env_float("VALIDATION_RETENTION_MIN", 0.95)
 VALIDATION_BRAND_VOICE_MIN = env_float("VALIDATION_BRAND_VOICE_MIN", 0.85)
+# Gates (validation.gates; docs/validation.md): brand voice = on-voice floor, non-inferiority
+# margin vs the dataset's own replies, relevance and diversity minimums (a BrandVoicePolicy row
+# per organization or client overrides these); forgetting = the most base-correct knowledge
+# questions the adapted model may lose; minimum evidence before any gate says pass or fail.
+VALIDATION_BRAND_VOICE_FLOOR = env_float("VALIDATION_BRAND_VOICE_FLOOR", 0.5)
+VALIDATION_BRAND_VOICE_MARGIN = env_float("VALIDATION_BRAND_VOICE_MARGIN", 0.10)
+VALIDATION_RELEVANCE_MIN = env_float("VALIDATION_RELEVANCE_MIN", 0.5)
+VALIDATION_DIVERSITY_MIN = env_float("VALIDATION_DIVERSITY_MIN", 0.8)
+VALIDATION_FORGETTING_MAX = env_float("VALIDATION_FORGETTING_MAX", 0.10)
+VALIDATION_MIN_ITEMS = env_int("VALIDATION_MIN_ITEMS", 20)
+VALIDATION_MIN_CONVERSATIONS = env_int("VALIDATION_MIN_CONVERSATIONS", 5)
+VALIDATION_MIN_RATED_SHARE = env_float("VALIDATION_MIN_RATED_SHARE", 0.8)
 # Bootstrap resamples and seed of every interval.
 VALIDATION_BOOTSTRAP_RESAMPLES = env_int("VALIDATION_BOOTSTRAP_RESAMPLES", 2000)
 VALIDATION_BOOTSTRAP_SEED = env_int("VALIDATION_BOOTSTRAP_SEED", 0)

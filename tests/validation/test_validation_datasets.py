@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from validation import pod_eval
-from validation.datasets import KNOWLEDGE_CATEGORIES, load_emotion_labels, load_knowledge
+from gpu_worker.evaluation import pod_eval
+from gpu_worker.evaluation.datasets import KNOWLEDGE_CATEGORIES, load_emotion_labels, load_knowledge
 
 
 def test_knowledge_set_structure_and_balance():

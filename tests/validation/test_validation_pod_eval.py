@@ -1,4 +1,4 @@
-"""validation.pod_eval on a tiny random Llama built here (nothing downloaded)."""
+"""gpu_worker.evaluation.pod_eval on a tiny random Llama built here (nothing downloaded)."""
 import json
 
 import pytest
@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from tests.conftest import SAMPLE_FILE  # noqa: E402
-from validation import pod_eval  # noqa: E402
+from gpu_worker.evaluation import pod_eval  # noqa: E402
 
 CHAT_TEMPLATE = (
     "{{- bos_token }}"

@@ -74,3 +74,45 @@ def test_ratio_win_tie_loss_and_edge_cases():
         stats.bootstrap_ratio([0, 0, 0], [1, 1, 1])  # undefined on the data itself
     with pytest.raises(ValueError):
         stats.bootstrap_win_tie_loss(["win", "draw"])
+
+
+def _clustered_sample(rng, *, clusters: int, per_cluster: int, icc: float):
+    """Normal items with within-cluster correlation `icc` (true mean 0)."""
+    values, labels = [], []
+    for c in range(clusters):
+        shared = rng.gauss(0, icc ** 0.5)
+        for _ in range(per_cluster):
+            values.append(shared + rng.gauss(0, (1 - icc) ** 0.5))
+            labels.append(c)
+    return values, labels
+
+
+def test_cluster_bootstrap_covers_at_within_conversation_correlation_0_4():
+    import random
+
+    from validation import stats
+
+    rng = random.Random(20261203)
+    reps, covered_cluster, covered_item = 300, 0, 0
+    for rep in range(reps):
+        values, labels = _clustered_sample(rng, clusters=40, per_cluster=4, icc=0.4)
+        cluster = stats.bootstrap_mean(values, clusters=labels, resamples=400, seed=rep)
+        item = stats.bootstrap_mean(values, resamples=400, seed=rep)
+        covered_cluster += cluster.contains(0.0)
+        covered_item += item.contains(0.0)
+        assert cluster.clusters == 40 and cluster.n == 160
+    # The item bootstrap ignores the correlation and undercovers; the cluster bootstrap does not.
+    assert covered_cluster / reps >= 0.93, covered_cluster / reps
+    assert covered_item / reps < 0.88, covered_item / reps
+
+
+def test_cluster_bootstrap_keeps_pairs_and_refuses_bad_labels():
+    from validation import stats
+
+    base = [0, 1, 0, 1, 1, 0]
+    adapted = [1, 1, 1, 1, 0, 1]
+    est = stats.bootstrap_difference(base, adapted, clusters=["a", "a", "b", "b", "c", "c"], resamples=200)
+    assert est.method == "cluster percentile bootstrap" and est.clusters == 3
+    assert est.value == pytest.approx(5 / 6 - 3 / 6)
+    with pytest.raises(ValueError, match="clusters must label every item"):
+        stats.bootstrap_mean([1, 2, 3], clusters=["a"])

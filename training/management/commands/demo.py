@@ -57,7 +57,9 @@ class Command(BaseCommand):
         from accounts.services import organization_get_or_create, system_user
         from training.models import Dataset
 
-        call_command("import_dataset", opts["dataset"], stdout=self.stdout)
+        # Half the conversations held out, so the validation gates have their minimum evidence
+        # (20 replies from 5 conversations; docs/validation.md).
+        call_command("import_dataset", opts["dataset"], "--val-fraction", "0.5", stdout=self.stdout)
         dataset = Dataset.objects.filter(organization=organization_get_or_create()).order_by("-created_at").first()
         if opts["no_train"]:
             self.step(f"Done in {time.perf_counter() - t0:.1f} s (training skipped)")
@@ -143,6 +145,14 @@ class Command(BaseCommand):
             self.stdout.write(f"    the validation run failed: {'; '.join(run.errors) or 'see var/log/worker.log'}")
             return
         document = report.report_document(run)
+        self.stdout.write(f"    Headline: {document.get('headline')}")
+        self.stdout.write(f"    Verdict: {document['verdict'].get('label')}")
+        for g in document.get("gates") or []:
+            self.stdout.write(f"    gate {g['name']:<28} {g['verdict_label']:<14} {g['value_text']} {g['ci_text']} "
+                              f"n={g['n']}" + (f"  ({g['reasons_text']})" if g["reasons_text"] else ""))
+        for g in document.get("controls") or []:
+            self.stdout.write(f"    control {g['who']:<10} {g['name']:<17} {g['verdict_label']:<14} {g['value_text']} "
+                              f"{g['ci_text']} n={g['n']}")
         self.stdout.write(f"    {document['summary']}")
         width = max((len(row["name"]) for row in document["metrics"]), default=0)
         for row in document["metrics"]:

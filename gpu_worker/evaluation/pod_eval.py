@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
-from validation.datasets import EmotionLabels, load_emotion_labels, load_knowledge
+from gpu_worker.evaluation.datasets import EmotionLabels, load_emotion_labels, load_knowledge
 
 KNOWLEDGE_PROMPT = ("Answer this personal-finance question.\n\nQuestion: {question}\nOptions:\n{options}\n\n"
                     "Reply with the text of the correct option only.")
