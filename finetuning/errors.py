@@ -15,7 +15,8 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from training.errors import DatasetImportError, DomainError
+from core.errors import DomainError
+from training.errors import DatasetImportError
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from django.views.decorators.http import require_POST
 from config import json_limits
 from gpu_worker import signing
 from gpu_worker.contracts import PodEvent
-from training.broadcast import publish_job_updates
+from core.broadcast import publish_job_updates
 from training.services.pod_events import METRIC_KEYS, pod_event_ingest
 from training.services.webhook_secrets import pod_event_secret
 

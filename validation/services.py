@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from training.errors import DomainError
+from core.errors import DomainError
 from validation import scoring
 from validation.judges.base import ADAPTED, BASE, JudgeItem, JudgeResult
 from validation.models import RunStatus, RunTrigger, ValidationRun

@@ -16,7 +16,7 @@ from billing.errors import BudgetExceeded, EstimateError
 from billing.models import Budget, BudgetAlert, GpuType, JobCost
 from billing.money import cents, to_decimal, usd
 from billing.services.estimates import Estimate, EstimateConfig, estimate, with_changes
-from training.errors import DomainError
+from core.errors import DomainError
 
 logger = logging.getLogger(__name__)
 

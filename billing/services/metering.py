@@ -23,7 +23,7 @@ from billing.models import JobCost
 from billing.money import cents, cost_exact, to_decimal
 from billing.services.catalog import gpu_rate, gpu_type_get
 from training import states
-from training.broadcast import broadcast_job_update
+from core.broadcast import broadcast_job_update
 
 logger = logging.getLogger(__name__)
 

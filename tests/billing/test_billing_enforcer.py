@@ -18,23 +18,26 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from billing import rules
 from billing.models import BudgetAlert, JobCost
 from billing.services import job_settle
-from billing.services import enforcement
 from billing.services.budgets import budget_alerts_check, budget_create
-from billing.services.enforcement import budgets_enforce
+from billing.services.enforcement import budgets_enforce as billing_enforce
 from billing.services.metering import month_of
 
 STOPS: list[tuple] = []
 
 
 def record_stop(*, job_id, reason):
-    """Stands in for training.services.jobs.job_stop_for_budget (another app's, not built yet)."""
+    """The `stop` billing's enforcer is given, recording what it asks for (in production the jobs
+    app passes training.services.jobs.job_stop_for_budget: tests/jobs covers that stop)."""
     STOPS.append((job_id, reason))
 
 
+def budgets_enforce(*, now):
+    return billing_enforce(now=now, stop=record_stop)
+
+
 @pytest.fixture
-def stopper(monkeypatch):
+def stopper():
     STOPS.clear()
-    monkeypatch.setattr(enforcement, "STOP_FUNCTION", f"{__name__}.record_stop")
     return STOPS
 
 
@@ -110,12 +113,14 @@ def test_enforcer_stops_an_overrunning_job_before_it_crosses_the_cap(organizatio
         assert budgets_enforce(now=after(stopped_at + 30)).stopped == []
 
 
-def test_enforcer_without_the_jobs_stop_service_says_so_and_keeps_counting(organization, dataset, monkeypatch):
-    monkeypatch.setattr(enforcement, "STOP_FUNCTION", "training.services.jobs_not_there.job_stop_for_budget")
+def test_enforcer_whose_stop_fails_says_so_and_keeps_counting(organization, dataset):
+    def failing_stop(*, job_id, reason):
+        raise RuntimeError("the jobs app could not stop it")
+
     job = create_and_admit(organization, dataset)
     budget_create(organization=organization, limit=JobCost.objects.get(job=job).reserved)
     move(job, "provisioning", T0)
-    result = budgets_enforce(now=after(3600))
+    result = billing_enforce(now=after(3600), stop=failing_stop)
     assert result.stop_failed == [job.pk] and result.stopped == []
     assert JobCost.objects.get(job=job).stop_requested_at is None  # counted as running, tried again next pass
 

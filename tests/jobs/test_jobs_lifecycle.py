@@ -146,7 +146,8 @@ def test_the_status_guard_catches_each_way_of_writing_a_status(code):
 # --------------------------------------------------------------------------- create
 
 def test_create_validates_before_writing(organization, settings):
-    from training.services.jobs import JobConfigError, job_create
+    from core.job_config import JobConfigError
+    from training.services.jobs import job_create
 
     dataset = make_dataset(organization)
     with pytest.raises(JobConfigError) as info:
@@ -158,7 +159,8 @@ def test_create_validates_before_writing(organization, settings):
 
 
 def test_preset_seq_len_is_fitted_to_the_model_but_an_override_is_checked(organization, tmp_path):
-    from training.services.jobs import JobConfigError, job_create
+    from core.job_config import JobConfigError
+    from training.services.jobs import job_create
 
     model = tmp_path / "m"
     model.mkdir()
@@ -172,7 +174,8 @@ def test_preset_seq_len_is_fitted_to_the_model_but_an_override_is_checked(organi
 
 
 def test_dataset_of_another_organization_is_refused(organization, other_organization):
-    from training.services.jobs import JobConfigError, job_create
+    from core.job_config import JobConfigError
+    from training.services.jobs import job_create
 
     with pytest.raises(JobConfigError, match="another organization"):
         job_create(organization=organization, dataset=make_dataset(other_organization), start=False)

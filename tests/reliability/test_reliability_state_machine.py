@@ -276,7 +276,7 @@ def make_machine(organization, budget, dataset, clock, provider, capture):
 
         def _beat(self):
             self._commit(pods.pods_reconcile, now=clock())
-            self._commit(budgets_enforce, now=clock())
+            self._commit(budgets_enforce, now=clock(), stop=job_stop_for_budget)
             self._drain()
 
         @rule()

@@ -12,7 +12,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from training.apis.common import OrganizationScopedMixin
+from core.apis import OrganizationScopedMixin
 from training.apis.jobs import JobScopedMixin
 
 
