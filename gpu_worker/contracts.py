@@ -17,7 +17,12 @@ SPEC_VERSION = 1
 
 # Job stages as the pod reports them, in order. The control plane's job states add
 # queued/provisioning before and completed/failed/cancelled/interrupted around these.
-STAGES = ("preprocessing", "model_loading", "training", "finalizing", "evaluating")
+STAGE_PREPROCESSING = "preprocessing"
+STAGE_MODEL_LOADING = "model_loading"
+STAGE_TRAINING = "training"
+STAGE_FINALIZING = "finalizing"
+STAGE_EVALUATING = "evaluating"
+STAGES = (STAGE_PREPROCESSING, STAGE_MODEL_LOADING, STAGE_TRAINING, STAGE_FINALIZING, STAGE_EVALUATING)
 
 # Event types a pod sends.
 EVENT_STAGE_CHANGED = "stage_changed"

@@ -24,7 +24,7 @@ from training import states
 from training.broadcast import job_updates_collected, publish_job_updates
 from training.models import Checkpoint, JobEvent, MetricPoint, TrainingJob
 from training.selectors import checkpoint_live
-from training.services.jobs import _move, job_stopped, stop_reason
+from training.services.jobs import job_locked_mark, job_move, job_stopped, stop_reason
 from training.services.hot_sql import hot_cursor
 from training.services.metric_rollups import metric_rollups_add
 from training.services.webhook_secrets import late_window_open
@@ -53,9 +53,10 @@ class IngestResult:
 
 def _on_stage_changed(job: TrainingJob, event: PodEvent, live: list) -> None:
     stage = event.data.get("stage")
-    if stage in states.POD_STAGES:
-        if _move(job, stage, reason=f"pod reports {stage}", event_id=f"{event.event_id}:move"):
-            live.append({"kind": "stage", "stage": stage})
+    # A late stage event never moves the job backwards; a lost one is skipped over.
+    if stage in states.POD_STAGES and states.can_move(job.status, stage):
+        job_move(job, stage, reason=f"pod reports {stage}", event_id=f"{event.event_id}:move")
+        live.append({"kind": "stage", "stage": stage})
 
 
 def _on_metrics(job: TrainingJob, event: PodEvent, live: list) -> None:
@@ -139,7 +140,8 @@ def _on_completed(job: TrainingJob, event: PodEvent, live: list) -> None:
     job.current_step = max(job.current_step, int(final.get("step") or event.step or 0))
     if job.total_steps:
         job.current_step = max(job.current_step, job.total_steps)
-    _move(job, states.COMPLETED, reason="the pod finished", event_id=f"{event.event_id}:move")
+    if states.can_move(job.status, states.COMPLETED):  # not from queued: that pod never started
+        job_move(job, states.COMPLETED, reason="the pod finished", event_id=f"{event.event_id}:move")
 
 
 def _on_failed(job: TrainingJob, event: PodEvent, live: list) -> None:
@@ -149,7 +151,7 @@ def _on_failed(job: TrainingJob, event: PodEvent, live: list) -> None:
     job.error_suggestion = str(data.get("suggestion", ""))
     job.error_fix = data.get("fix") or {}
     job.error_traceback = str(data.get("traceback_tail", ""))[-5000:]
-    _move(job, states.FAILED, reason=f"{job.error_class}: {job.error_message}"[:500], event_id=f"{event.event_id}:move")
+    job_move(job, states.FAILED, reason=f"{job.error_class}: {job.error_message}"[:500], event_id=f"{event.event_id}:move")
 
 
 def _on_interrupted(job: TrainingJob, event: PodEvent, live: list) -> None:
@@ -193,7 +195,10 @@ def interruption_record(job: TrainingJob, *, checkpoint_uri: str | None, step: i
         checkpoint_uri = last.uri if last else ""
     job.resume_from = checkpoint_uri or ""
     job.interruptions += 1
-    return _move(job, states.INTERRUPTED, reason=reason, data={"checkpoint_uri": checkpoint_uri, "step": step})
+    if not states.can_move(job.status, states.INTERRUPTED):  # already interrupted, or never started
+        return False
+    job_move(job, states.INTERRUPTED, reason=reason, data={"checkpoint_uri": checkpoint_uri, "step": step})
+    return True
 
 
 def _field_values(job: TrainingJob) -> dict[str, Any]:
@@ -263,7 +268,7 @@ def _job_locked(job_id) -> TrainingJob:
         cost = _instance(JobCost, connection, cost_converters, row[n:])
         TrainingJob._meta.get_field("cost").set_cached_value(job, cost)
         JobCost._meta.get_field("job").set_cached_value(cost, job)
-    return job
+    return job_locked_mark(job)
 
 
 # _event_store's statement on PostgreSQL, written once.
