@@ -82,7 +82,7 @@ def metric_row(m: dict[str, Any]) -> dict[str, Any]:
         "relative_text": rel_text,
         "threshold": m.get("threshold"), "threshold_text": fmt(m.get("threshold"), key) if m.get("threshold") is not None else "–",
         "passed": passed, "conclusive": m.get("conclusive"), "higher_is_better": m.get("higher_is_better", True),
-        "notes": list(m.get("notes") or []),
+        "notes": list(m.get("notes") or []), "extra": m.get("extra") or {},
     })
     wtl = (m.get("extra") or {}).get("win_tie_loss")
     if wtl:
@@ -117,14 +117,25 @@ def gate_row(g: dict[str, Any]) -> dict[str, Any]:
 
 
 def headline(rows: list[dict]) -> str:
-    """The report's one headline sentence: the pairwise comparison of adapted vs base replies, and
-    nothing else (the relative-improvement rows are secondary)."""
+    """The report's one headline sentence, computed from the primary endpoint (pairwise,
+    order-swapped empathy comparison of adapted vs base replies) and nothing else."""
     r = {row["key"]: row for row in rows}.get(scoring.WIN_RATE)
     if r is None or not r["computed"]:
-        return ("No headline: the pairwise comparison of adapted and base replies was not computed"
+        return ("No headline: the pairwise empathy comparison of adapted and base replies was not computed"
                 + (f" ({r['reason']})." if r else "."))
-    return (f"Adapted replies preferred over the base model's in {r['value_text']} {r['ci_text']} of {r['n']} "
-            f"held-out client turns (pairwise judge comparison; ties count as not preferred).")
+    extra = r.get("extra") or {}
+    text = (f"Adapted replies judged more empathic than the base model's in {r['value_text']} {r['ci_text']} of "
+            f"{r['n']} held-out client turns")
+    ref = extra.get("reference_win_tie_loss")
+    if ref:
+        text += f"; the dataset's own replies in {_pct(ref['win']['value'])}"
+    text += "."
+    if r.get("difference_text") and r["difference_text"] != "–":
+        text += f" Net difference (turns won minus turns lost): {r['difference_text']}"
+        mde = extra.get("minimal_detectable_effect")
+        text += (f"; at this n only a difference of {_pct(mde)} or more is reliably detectable." if mde is not None
+                 else ".")
+    return text
 
 
 def _summary_text(verdict: dict[str, Any], rows: list[dict]) -> str:

@@ -198,22 +198,55 @@ def criterion_metrics(judge_result: JudgeResult | None, *, missing_reason: str =
     return out
 
 
+Z_ALPHA = 1.959964  # two-sided 5%
+Z_POWER = 0.841621  # 80% power
+
+
+def minimal_detectable_effect(net: stats.Estimate, confidence: float = 0.95) -> float | None:
+    """Smallest true net difference (win rate - loss rate) this n detects with 80% power at the
+    two-sided 5% level: (z_0.975 + z_0.80) x SE, the SE read off the cluster-bootstrap interval
+    (width / (2 x 1.96)). None when the interval is degenerate (no spread to read)."""
+    if net.high <= net.low:
+        return None
+    se = (net.high - net.low) / (2 * Z_ALPHA)
+    return (Z_ALPHA + Z_POWER) * se
+
+
 def win_rate_metric(judge_result: JudgeResult | None, *, missing_reason: str = "", **kw) -> MetricResult:
-    """Adapted vs base pairwise outcomes: headline = win rate; tie and loss rates and the net
-    (win - loss) with CIs in `extra`."""
-    title = "Pairwise: adapted reply preferred over base"
+    """The primary endpoint: adapted vs base replies compared pairwise on empathy by the judge, in
+    both orders (an order-dependent verdict counts as a tie). Headline = win rate; the absolute
+    difference is win rate - loss rate; both with a conversation-level (cluster) bootstrap
+    interval; `extra` holds win/tie/loss, the minimal detectable effect at this n, and, when the
+    judge compared them, the dataset's own replies against the base (the ceiling)."""
+    from validation.gates import conversation_of
+
+    title = "Primary endpoint: adapted reply preferred over base on empathy (pairwise, order-swapped)"
     if judge_result is None:
         return NotComputed(WIN_RATE, title, missing_reason or "no judge ran")
-    outcomes = [p.outcome for p in judge_result.pairwise if p.outcome]
+    done = [p for p in judge_result.pairwise if p.outcome]
     failed = [p.not_computed for p in judge_result.pairwise if not p.outcome]
-    if not outcomes:
+    if not done:
         return NotComputed(WIN_RATE, title, "no comparison succeeded" + (f": {failed[0]}" if failed else ""))
-    wtl = stats.bootstrap_win_tie_loss(outcomes, **kw)
-    notes = [f"judge: {judge_result.label}"]
+    clusters = [conversation_of(p.item_id) for p in done]
+    wtl = stats.bootstrap_win_tie_loss([p.outcome for p in done], clusters=clusters, **kw)
+    mde = minimal_detectable_effect(wtl.net)
+    inconsistent = sum(1 for p in done if p.details.get("consistent") is False)
+    notes = [f"judge: {judge_result.label}",
+             "each pair is judged twice with the order swapped; a verdict that changes with the order is a tie",
+             f"{len(set(clusters))} conversations resampled as units (cluster bootstrap)"]
+    if inconsistent:
+        notes.append(f"{inconsistent} of {len(done)} verdicts changed with the order (counted as ties)")
     if failed:
         notes.append(f"{len(failed)} comparisons could not be made and are left out")
-    return Metric(key=WIN_RATE, title=title, value=wtl.win, notes=tuple(notes),
-                  extra={"win_tie_loss": wtl.to_dict(), "not_compared": len(failed)})
+    extra: dict[str, Any] = {"win_tie_loss": wtl.to_dict(), "not_compared": len(failed),
+                             "conversations": len(set(clusters)), "order_inconsistent": inconsistent,
+                             "minimal_detectable_effect": mde, "criterion": "empathy"}
+    ref = [o for o in (judge_result.settings.get("reference_pairwise") or []) if o.get("outcome")]
+    if ref:
+        ref_wtl = stats.bootstrap_win_tie_loss([o["outcome"] for o in ref],
+                                               clusters=[conversation_of(o["item_id"]) for o in ref], **kw)
+        extra["reference_win_tie_loss"] = ref_wtl.to_dict()
+    return Metric(key=WIN_RATE, title=title, value=wtl.win, difference=wtl.net, notes=tuple(notes), extra=extra)
 
 
 def perplexity_metric(base: Sequence[tuple[float, int]] | None, adapted: Sequence[tuple[float, int]] | None, *,
