@@ -112,3 +112,38 @@ def test_headline_is_computed_from_the_primary_endpoint_only():
     missing = report.headline([report.metric_row({"key": scoring.WIN_RATE, "title": "t", "computed": False,
                                                   "reason": "no judge ran"})])
     assert missing.startswith("No headline") and "no judge ran" in missing
+
+
+# --------------------------------------------------------------------------- emotion recognition context
+
+def test_emotion_baselines_majority_and_leave_one_conversation_out_position():
+    # Scripted arcs: turn 0 is always anxiety, turn 1 always hope, turn 2 relief in most conversations.
+    labels, positions, convs = [], [], []
+    for c in range(10):
+        for turn, lab in enumerate(["anxiety", "hope", "relief" if c < 7 else "anxiety"]):
+            labels.append(lab)
+            positions.append(turn)
+            convs.append(f"c{c}")
+    b = scoring.emotion_baselines(labels, positions, convs, resamples=500, seed=0)
+    assert b["majority_label"] == "anxiety" and b["majority"]["value"] == pytest.approx(13 / 30)
+    # Position alone: turns 0 and 1 always right; turn 2 right for the 7 relief conversations.
+    assert b["position"]["value"] == pytest.approx(27 / 30)
+    assert b["position"]["clusters"] == 10
+
+
+def test_emotion_metric_shows_baselines_acc_norm_and_dropped_labels():
+    ctx = {"labels": ["anxiety", "hope"] * 10, "positions": [0, 1] * 10,
+           "conversations": [f"c{i // 2}" for i in range(20)], "option_seed": 0,
+           "acc": {"base": 0.25, "adapted": 0.5}, "acc_norm": {"base": 0.2, "adapted": 0.45},
+           "unmapped_labels": {"cautiously optimistic-ish": 3, "meh": 1}}
+    inputs = scoring.EvaluationInputs(emotion_base=[False] * 15 + [True] * 5, emotion_adapted=[True] * 10 + [False] * 10,
+                                      emotion_context=ctx)
+    m = scoring.build_metrics(inputs, resamples=200, seed=0)[scoring.EMOTION]
+    assert m.extra["baselines"]["position"]["value"] == 1.0 and m.extra["acc_norm"]["adapted"] == 0.45
+    assert m.extra["unmapped_labels"] == {"cautiously optimistic-ish": 3, "meh": 1}
+    text = " | ".join(m.notes)
+    assert "client-turn position alone 100%" in text and "always 'anxiety' 50%" in text
+    assert "acc_norm (per token): base 20%, adapted 45%" in text and "seed 0" in text
+    assert "labels dropped (they map to no option): 'cautiously optimistic-ish' x3, 'meh' x1 (4 turns)" in text
+    none = scoring.emotion_extras({"unmapped_labels": {}})[1]
+    assert none == ["labels dropped (they map to no option): none"]
