@@ -213,6 +213,46 @@ def job_cost(job) -> dict[str, Any]:
             "spot": job.spot}
 
 
+CONTROL_NAMES = {"reference": "the dataset's own replies", "canned": "one canned reply",
+                 "shuffled": "replies shuffled across clients", "word_salad": "word salad (the reference's words "
+                 "in random order)"}
+
+
+def judge_validation(controls: list[dict] | None, judge_label: str = "") -> dict[str, Any] | None:
+    """How far the judge can be trusted on this dataset, from its verdicts on the controls of the
+    brand-voice gate: agreement with the references (the share of the dataset's own replies it
+    rates on-voice) and the share of each useless control it rates on-voice. A judge that passes a
+    useless control (word salad above all) makes the gates it decides not valid."""
+    rows = [g for g in controls or [] if g.get("gate") == "brand_voice" and g.get("control")]
+    if not rows:
+        return None
+    by = {g["control"]: g for g in rows}
+    ref = by.get("reference")
+    lines = []
+    if ref is not None:
+        lines.append(f"Agreement with the references: the judge rated {_pct(ref.get('value'))} "
+                     f"{gate_row(ref)['ci_text']} of the dataset's own replies on-voice (n={ref.get('n')}); "
+                     f"their gate: {VERDICT_LABELS.get(ref['verdict'], ref['verdict'])}.")
+    fooled = []
+    for name in ("canned", "shuffled", "word_salad"):
+        g = by.get(name)
+        if g is None:
+            continue
+        lines.append(f"On {CONTROL_NAMES[name]}: {_pct(g.get('value'))} rated on-voice; gate "
+                     f"{VERDICT_LABELS.get(g['verdict'], g['verdict'])}.")
+        if g["verdict"] == "pass":
+            fooled.append(name)
+    trusted = not fooled and (ref is None or ref["verdict"] == "pass")
+    if fooled:
+        lines.append("The judge passes " + ", ".join(CONTROL_NAMES[f] for f in fooled)
+                     + ": the gates it decides are not valid for this dataset.")
+    elif ref is not None and ref["verdict"] != "pass":
+        lines.append("The judge does not pass the dataset's own replies: the gates it decides are not valid.")
+    else:
+        lines.append("The judge passes the dataset's own replies and no useless control: its gates can be read.")
+    return {"judge": judge_label, "trusted": trusted, "fooled_by": fooled, "lines": lines}
+
+
 def report_document(run) -> dict[str, Any]:
     job = run.job
     rows = [metric_row(m) for m in (run.metrics or {}).values()]
@@ -226,6 +266,7 @@ def report_document(run) -> dict[str, Any]:
         "headline": headline(rows),
         "gates": [gate_row(g) for g in verdict.get("gates") or []],
         "controls": [gate_row(g) for g in verdict.get("controls") or []],
+        "judge_validation": judge_validation(verdict.get("controls"), (run.judge or {}).get("label", "")),
         "metrics": rows,
         "metric_details": run.metrics,
         "run": {"id": str(run.pk), "status": run.status, "trigger": run.trigger,
@@ -313,7 +354,7 @@ def render_pdf(document: dict[str, Any]) -> bytes:
         heading("Gates and controls")
         para("A gate passes only when its 95% interval clears the bar with enough evidence; it is 'not valid' when "
              "the dataset's own replies fail it or a useless control (one canned reply, replies shuffled across "
-             "clients) passes it.", 8)
+             "clients, word salad) passes it.", 8)
         gcols = (0.22, 0.16, 0.16, 0.22, 0.08, 0.16)
         pdf.set_font("Helvetica", "B", 8)
         for title, c in zip(("Gate", "Replies", "Verdict", "Value [95% CI]", "n", ""), gcols):
@@ -327,6 +368,11 @@ def render_pdf(document: dict[str, Any]) -> bytes:
             pdf.ln()
             if g["checks_text"]:
                 para("    " + g["checks_text"], 7)
+
+    if document.get("judge_validation"):
+        heading("Can the judge be trusted here?")
+        for line in document["judge_validation"]["lines"]:
+            para(line, 8)
 
     heading("Metrics")
     cols = (0.36, 0.14, 0.22, 0.08, 0.2)
