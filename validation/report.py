@@ -320,6 +320,68 @@ def _latin1(text: Any) -> str:
     return s.encode("latin-1", "replace").decode("latin-1")
 
 
+def primary_chart_bars(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The page-1 chart's data: for the adapted model (and the dataset's own replies, when judged)
+    against the base, the share of turns won, tied and lost on the primary endpoint."""
+    row = {r["key"]: r for r in document.get("metrics") or []}.get(scoring.WIN_RATE)
+    if not row or not row.get("computed"):
+        return []
+    extra = row.get("extra") or {}
+    bars = []
+    for label, wtl in (("Adapted model vs base", extra.get("win_tie_loss")),
+                       ("Dataset's own replies vs base", extra.get("reference_win_tie_loss"))):
+        if wtl and all(isinstance(wtl.get(k), dict) for k in ("win", "tie", "loss")):
+            bars.append({"label": label, "win": wtl["win"]["value"], "tie": wtl["tie"]["value"],
+                         "loss": wtl["loss"]["value"], "win_ci": [wtl["win"]["low"], wtl["win"]["high"]]})
+    return bars
+
+
+def _pdf_primary_chart(pdf, bars: list[dict[str, Any]], w: float, latin1) -> None:
+    """Horizontal stacked bars (won / tie / lost, share of client turns) with a labelled 0-100% axis
+    and the 95% interval of the win share drawn as a whisker."""
+    label_w, chart_w, bar_h, gap = 52.0, w - 60.0, 6.0, 4.0
+    x0 = pdf.l_margin + label_w
+    pdf.ln(2)
+    pdf.set_font("Helvetica", "B", 8)
+    pdf.cell(w, 5, "Which reply was judged more empathic? Share of held-out client turns", new_x="LMARGIN", new_y="NEXT")
+    y = pdf.get_y() + 1
+    colors = {"win": (46, 125, 50), "tie": (189, 189, 189), "loss": (198, 40, 40)}
+    pdf.set_font("Helvetica", "", 7.5)
+    for bar in bars:
+        pdf.set_xy(pdf.l_margin, y)
+        pdf.cell(label_w - 2, bar_h, latin1(bar["label"]), align="R")
+        x = x0
+        for part in ("win", "tie", "loss"):
+            width = max(0.0, bar[part]) * chart_w
+            if width > 0:
+                pdf.set_fill_color(*colors[part])
+                pdf.rect(x, y, width, bar_h, style="F")
+                if width > 9:
+                    pdf.set_xy(x, y)
+                    pdf.set_text_color(255, 255, 255) if part != "tie" else pdf.set_text_color(0, 0, 0)
+                    pdf.cell(width, bar_h, f"{100 * bar[part]:.0f}%", align="C")
+                    pdf.set_text_color(0, 0, 0)
+            x += width
+        lo, hi = bar["win_ci"]
+        pdf.set_draw_color(0, 0, 0)
+        yc = y + bar_h / 2
+        pdf.line(x0 + lo * chart_w, yc, x0 + hi * chart_w, yc)
+        pdf.line(x0 + lo * chart_w, yc - 1.5, x0 + lo * chart_w, yc + 1.5)
+        pdf.line(x0 + hi * chart_w, yc - 1.5, x0 + hi * chart_w, yc + 1.5)
+        y += bar_h + gap
+    # The axis: 0-100% with ticks every 25%, and its title.
+    pdf.line(x0, y - gap / 2, x0 + chart_w, y - gap / 2)
+    for tick in (0, 25, 50, 75, 100):
+        tx = x0 + tick / 100 * chart_w
+        pdf.line(tx, y - gap / 2, tx, y - gap / 2 + 1.2)
+        pdf.set_xy(tx - 6, y - gap / 2 + 1.2)
+        pdf.cell(12, 3.5, f"{tick}%", align="C")
+    pdf.set_xy(x0, y + 2.5)
+    pdf.cell(chart_w, 4, "share of client turns (green: judged more empathic, grey: tie, red: base preferred; "
+             "line: 95% interval of the green share)", align="C", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+
+
 def render_pdf(document: dict[str, Any]) -> bytes:
     """The report as a PDF (fpdf2: pure Python, core fonts, no system libraries)."""
     from fpdf import FPDF
@@ -349,6 +411,9 @@ def render_pdf(document: dict[str, Any]) -> bytes:
     para(f"Run {document['run']['id']} ({document['run']['trigger']}), finished {document['run']['finished_at']}")
     heading(f"Verdict: {document['verdict'].get('label')}")
     para(document.get("headline", ""), 10, "B")
+    bars = primary_chart_bars(document)
+    if bars:
+        _pdf_primary_chart(pdf, bars, w, _latin1)
     para(document["summary"])
     if document.get("gates") or document.get("controls"):
         heading("Gates and controls")

@@ -147,3 +147,14 @@ def test_emotion_metric_shows_baselines_acc_norm_and_dropped_labels():
     assert "labels dropped (they map to no option): 'cautiously optimistic-ish' x3, 'meh' x1 (4 turns)" in text
     none = scoring.emotion_extras({"unmapped_labels": {}})[1]
     assert none == ["labels dropped (they map to no option): none"]
+
+
+def test_page_one_chart_bars_come_from_the_primary_endpoint():
+    convs = {f"c{i}": (["win", "win", "tie", "loss"] if i % 2 else ["win", "tie", "loss", "loss"]) for i in range(8)}
+    m = scoring.win_rate_metric(_result(convs, reference="win"), resamples=300, seed=0)
+    doc = {"metrics": [report.metric_row(json.loads(json.dumps(m.to_dict())))]}
+    bars = report.primary_chart_bars(doc)
+    assert [b["label"] for b in bars] == ["Adapted model vs base", "Dataset's own replies vs base"]
+    assert bars[0]["win"] + bars[0]["tie"] + bars[0]["loss"] == pytest.approx(1.0)
+    assert bars[0]["win_ci"][0] <= bars[0]["win"] <= bars[0]["win_ci"][1] and bars[1]["win"] == 1.0
+    assert report.primary_chart_bars({"metrics": []}) == []
