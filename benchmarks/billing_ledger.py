@@ -125,9 +125,7 @@ def main() -> None:
 
 
 def run(clock, server, tasks) -> None:
-    from decimal import Decimal
 
-    from django.db import transaction
 
     from accounts.services import organization_get_or_create
     from billing.models import JobCost

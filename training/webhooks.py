@@ -142,7 +142,7 @@ def _verify_and_ingest(job_id: uuid.UUID, msg_id: str, headers: dict, body: byte
     try:
         event = PodEvent.from_dict(json_limits.loads(body))
         event_check(event)
-        event.payload  # the typed payload (gpu_worker.contracts.PAYLOADS), parsed once, here
+        _ = event.payload  # the typed payload (gpu_worker.contracts.PAYLOADS), parsed once, here
     except (ValueError, TypeError) as exc:
         return _error(400, "malformed", f"invalid event body: {exc}"), None
     if event.job_id != str(job_id) or event.event_id != msg_id:

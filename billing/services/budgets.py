@@ -9,7 +9,6 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from billing import rules
 from billing.errors import BudgetExceeded, EstimateError

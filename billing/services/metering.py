@@ -156,10 +156,6 @@ def _catalog_rate(job, what: dict | None = None, bid=None) -> tuple[Decimal, dic
     return per_hour, dict(what)
 
 
-def _current_rate(job) -> tuple[Decimal, dict]:
-    return _catalog_rate(job)
-
-
 def meter(job, cost: JobCost, now: datetime) -> JobCost:
     """Recompute `cost` (segments, seconds, total, current rate) for `job` up to `now`.
     Caller holds the JobCost row lock; nothing is saved here."""

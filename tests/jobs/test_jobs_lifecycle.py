@@ -4,7 +4,6 @@ import http.server
 import json
 import re
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -14,7 +13,7 @@ from django.utils import timezone
 from tests.jobs.factories import make_dataset, make_running_job, move_locked
 from training import states
 from training.models import JobEvent, NotificationPreference, TrainingJob
-from training.providers import NoCapacityError, ProviderAuthError, get_provider
+from training.providers import NoCapacityError, ProviderAuthError
 
 pytestmark = pytest.mark.django_db
 
