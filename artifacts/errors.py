@@ -1,4 +1,4 @@
-"""Artifact errors, in the project's one error format (training.errors.DomainError)."""
+"""Artifact errors, in the project's one error format (core.errors.DomainError)."""
 from core.errors import DomainError
 
 

@@ -75,6 +75,7 @@ def slack(settings):
     hook.server.shutdown()
 
 
+@pytest.mark.slow
 def test_enforcer_stops_an_overrunning_job_before_it_crosses_the_cap(organization, dataset, stopper, settings,
                                                                    django_capture_on_commit_callbacks, make_user):
     from accounts.models import Role
@@ -272,6 +273,7 @@ def simulate(limit: Decimal, jobs, *, late_by: list[int], stop_cap: int | None):
 @hsettings(max_examples=300, deadline=None)
 @given(limit=st.integers(min_value=100, max_value=20000).map(lambda c: Decimal(c) / 100),
        jobs=st.lists(job_strategy, min_size=1, max_size=12))
+@pytest.mark.slow
 def test_cap_holds_when_checks_are_on_time_and_stops_within_the_allowance(limit, jobs):
     spend, bound, admitted = simulate(limit, jobs, late_by=[0], stop_cap=ALLOWANCE)
     assert bound == 0
@@ -282,6 +284,7 @@ def test_cap_holds_when_checks_are_on_time_and_stops_within_the_allowance(limit,
 @given(limit=st.integers(min_value=100, max_value=20000).map(lambda c: Decimal(c) / 100),
        jobs=st.lists(job_strategy, min_size=1, max_size=12),
        late_by=st.lists(st.integers(min_value=0, max_value=120), min_size=1, max_size=8))
+@pytest.mark.slow
 def test_overshoot_never_exceeds_the_stated_bound(limit, jobs, late_by):
     spend, bound, _ = simulate(limit, jobs, late_by=late_by, stop_cap=None)
     assert spend <= limit + bound, (spend, limit, bound)

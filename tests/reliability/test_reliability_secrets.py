@@ -56,6 +56,7 @@ KNOWN = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_no_secret_in_logs_or_repr(organization, make_user, settings, caplog, isolated_queue, monkeypatch):
     from django.test import Client
