@@ -41,9 +41,10 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser test will skip"; }
 
-# The dependency contracts (.importlinter; docs/architecture.md), ruff's small rule set and
-# vulture's dead-code report (both configured in pyproject.toml). PYTHONPATH=. so the contracts
-# are checked on this checkout's code, whatever the venv's editable install points at.
+# The dependency contracts (.importlinter; docs/architecture.md), ruff's small rule set
+# (pyproject.toml) and the dead-code report (tools/dead_code.py: vulture with a whitelist).
+# PYTHONPATH=. so the contracts are checked on this checkout's code, whatever the venv's
+# editable install points at.
 lint: venv
 	PYTHONPATH=. $(BIN)/lint-imports
 	$(BIN)/ruff check .
