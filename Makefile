@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/brightrun
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 export DATABASE_CONN_MAX_AGE ?= 0
 
-.PHONY: venv lock demo test test-fast run bench reliability clean browser ts-client ts-check
+.PHONY: venv lock demo lint test test-fast run bench reliability clean browser ts-client ts-check
 
 venv: $(STAMP)
 
@@ -41,7 +41,16 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser test will skip"; }
 
-test: venv browser ts-check
+# The dependency contracts (.importlinter; docs/architecture.md), ruff's small rule set
+# (pyproject.toml) and the dead-code report (tools/dead_code.py: vulture with a whitelist).
+# PYTHONPATH=. so the contracts are checked on this checkout's code, whatever the venv's
+# editable install points at.
+lint: venv
+	PYTHONPATH=. $(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/python tools/dead_code.py
+
+test: venv browser ts-check lint
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv

@@ -1,5 +1,5 @@
-"""Artifact errors, in the project's one error format (training.errors.DomainError)."""
-from training.errors import DomainError
+"""Artifact errors, in the project's one error format (core.errors.DomainError)."""
+from core.errors import DomainError
 
 
 class ArtifactNotFound(DomainError):

@@ -14,12 +14,10 @@ latency, the queries of one request, and the size of the answer.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 

@@ -44,7 +44,7 @@ def setup_django(tmp: str) -> None:
     import logging
 
     # No channel layer runs here: the websocket pushes fail quietly instead of logging tracebacks.
-    logging.getLogger("training.broadcast").setLevel(logging.ERROR)
+    logging.getLogger("core.broadcast").setLevel(logging.ERROR)
     logging.getLogger("training.services.datasets").setLevel(logging.WARNING)
     call_command("migrate", verbosity=0)
 

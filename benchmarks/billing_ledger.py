@@ -125,13 +125,12 @@ def main() -> None:
 
 
 def run(clock, server, tasks) -> None:
-    from decimal import Decimal
 
-    from django.db import transaction
 
     from accounts.services import organization_get_or_create
     from billing.models import JobCost
     from billing.services.enforcement import budgets_enforce
+    from training.services.jobs import job_stop_for_budget
     from billing.services.reconcile import costs_reconcile
     from training import states
     from training.models import TrainingJob
@@ -180,7 +179,7 @@ def run(clock, server, tasks) -> None:
             job.refresh_from_db()
             if tick % (30 // TICK_S) == 0:
                 pods.pods_reconcile(now=clock())
-                budgets_enforce(now=clock())
+                budgets_enforce(now=clock(), stop=job_stop_for_budget)
                 tasks.run_due()
             if tick % (60 // TICK_S) == 0:
                 costs_reconcile(now=clock())

@@ -62,7 +62,7 @@ def _run() -> None:
     for _ in range(ROUNDS):
         for label in ("without rollups", "with rollups"):
             for n, events in SIZES:
-                def timed(**kwargs):
+                def timed(n=n, **kwargs):  # n bound now: the closure is called within this turn
                     started = time.perf_counter()
                     out = metric_rollups_add(**kwargs)
                     call_ms.setdefault(n, []).append((time.perf_counter() - started) * 1000)

@@ -28,15 +28,16 @@ from billing.serializers import (
 from billing.services.budgets import budget_create, budget_update
 from billing.services.estimates import config_from_request, estimate
 from billing.services.metering import job_cost_meter
-from training.apis.common import OrganizationScopedMixin
+from core.apis import OrganizationScopedMixin
+from core.errors import DomainError
 from training.models import Dataset, TrainingJob
-from training.permissions import IsOrganizationMember
+from core.permissions import IsOrganizationMember
 
 BUDGET_WRITERS = {Role.ADMIN, Role.BUDGET_MANAGER}
 
 
 class BillingScopedMixin(OrganizationScopedMixin):
-    """The jobs API's organization scoping (training.apis.common), with billing's own write rule:
+    """The jobs API's organization scoping (core.apis), with billing's own write rule:
     every member reads, and may ask for an estimate; budget managers and admins change budgets
     (`require_budget_writer`), not engineers."""
 
@@ -152,8 +153,6 @@ class SpendApi(BillingScopedMixin, APIView):
             reader = {"job": selectors.spend_by_job, "user": selectors.spend_by_user,
                       "client": selectors.spend_by_client}.get(by)
             if reader is None:
-                from training.errors import DomainError  # noqa: PLC0415
-
                 raise DomainError("by must be one of month, job, user, client", code="invalid_input")
             rows = reader(organization=organization, month=month)
             total = sum((r["spent"] for r in rows), 0)

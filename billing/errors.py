@@ -1,5 +1,5 @@
 """Billing's domain errors (DomainError: code, message a person can act on, HTTP status)."""
-from training.errors import DomainError
+from core.errors import DomainError
 
 
 class BudgetExceeded(DomainError):

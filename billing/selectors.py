@@ -17,6 +17,7 @@ from billing.models import Budget, BudgetAlert, JobCost
 from billing.money import cents
 from billing.services.budgets import budget_numbers
 from billing.services.metering import month_of
+from core.errors import DomainError
 
 ZERO = Decimal("0.00")
 
@@ -29,8 +30,6 @@ def parse_month(text: str | None, now: datetime | None = None) -> date:
         year, month = text.split("-")[:2]
         return date(int(year), int(month), 1)
     except (ValueError, TypeError) as exc:
-        from training.errors import DomainError  # noqa: PLC0415
-
         raise DomainError(f"month must look like 2026-03 (got {text!r})", code="invalid_month") from exc
 
 

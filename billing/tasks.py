@@ -1,18 +1,9 @@
-"""Thin Celery tasks: ids in, call a service. Both are idempotent and safe to run twice at once."""
+"""Thin Celery tasks: ids in, call a service. Both are idempotent and safe to run twice at once.
+The budget enforcer's task is training.tasks.budgets_enforce (billing decides, the jobs app stops)."""
 from celery import shared_task
 
 from billing.services.catalog import catalog_refresh as _catalog_refresh
-from billing.services.enforcement import budgets_enforce as _budgets_enforce
 from billing.services.reconcile import costs_reconcile as _costs_reconcile
-
-
-@shared_task(name="billing.tasks.budgets_enforce", ignore_result=True, acks_late=True,
-             # A pass older than its interval is useless: the next one is already due.
-             expires=30)
-def budgets_enforce():
-    result = _budgets_enforce()
-    return {"metered": result.metered, "stopped": [str(j) for j in result.stopped],
-            "alerts": len(result.alerts)}
 
 
 @shared_task(name="billing.tasks.catalog_refresh", ignore_result=True, acks_late=True,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from core.json_scan import json_nesting
+
 MAX_DEPTH = 32
 INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
 INT32_MAX = 2 ** 31 - 1
@@ -34,25 +36,7 @@ def _float(text: str) -> float:
 
 def _depth_ok(text: str, max_depth: int) -> bool:
     """Bracket depth outside strings, counted before parsing (the parser recurses)."""
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > max_depth:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
+    return json_nesting(text, limit=max_depth).deepest <= max_depth
 
 
 def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:

@@ -14,7 +14,7 @@ from dashboard import selectors as dash
 from gpu_worker.presets import PRESETS
 from training import selectors, states
 from training.models import Dataset
-from training.permissions import actor_for_request
+from core.permissions import actor_for_request
 
 STAGES = [(s, label) for s, label in states.CHOICES if s in states.POD_STAGES]
 

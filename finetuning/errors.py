@@ -15,7 +15,9 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from training.errors import DatasetImportError, DomainError
+from billing.errors import BudgetExceeded
+from core.errors import DomainError
+from training.errors import DatasetImportError
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +64,6 @@ class PermissionDenied(ApiError):
     type = "permission_error"
 
 
-def _budget_exceeded_class():
-    # billing is optional for this app; its BudgetExceeded is looked up when an error is rendered.
-    try:
-        from billing.errors import BudgetExceeded
-    except ImportError:  # pragma: no cover - billing not installed
-        return None
-    return BudgetExceeded
-
-
 # Our DomainError fields (detail["field"]) → the OpenAI request parameter they come from.
 _FIELD_PARAMS = {"dataset": "training_file", "preset": "preset", "bid_per_gpu": None}
 
@@ -85,8 +78,7 @@ def _no_retry(response: Response) -> Response:
 
 
 def _domain_error_response(exc: DomainError) -> Response:
-    budget_exceeded = _budget_exceeded_class()
-    if budget_exceeded is not None and isinstance(exc, budget_exceeded):
+    if isinstance(exc, BudgetExceeded):
         # 402, not 429: the client (and generic retry wrappers keyed on RateLimitError) would
         # retry a 429, and waiting a few seconds does not bring a monthly budget back. The
         # header makes it explicit for any client that reads it.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -11,12 +10,12 @@ from typing import Any
 from django.db.models import Q
 from django.db.models.fields.json import KeyTextTransform
 
+from billing.models import JobCost
 from finetuning.errors import ApiError, NotFound
 from finetuning.models import FineTuningFile, FineTuningJob, FineTuningRun
 from training import states
 from training.models import Checkpoint, JobEvent, MetricPoint, TrainingJob
 
-logger = logging.getLogger(__name__)
 
 # Our job states → OpenAI's statuses. A file is validated when it is uploaded and again when
 # the job is created (both synchronously), so a job is never seen `validating_files`: it is
@@ -217,28 +216,19 @@ def metrics_at(checkpoints: list[Checkpoint]) -> dict[tuple, dict]:
 # --------------------------------------------------------------------------- cost (from billing)
 
 def fine_tuning_job_costs(jobs: list[FineTuningJob]) -> dict[str, dict[str, float]]:
-    """job id → {"estimated_cost", "current_cost"} in USD over all its runs, when billing keeps
-    costs (looked up at run time: billing is optional for this app). A settled run counts its
-    actual cost in the estimate."""
-    try:
-        from billing.models import JobCost
-    except ImportError:  # pragma: no cover - billing not installed
-        return {}
+    """job id → {"estimated_cost", "current_cost"} in USD over all its runs (billing's JobCost).
+    A settled run counts its actual cost in the estimate."""
     runs = list(FineTuningRun.objects.filter(fine_tuning_job__in=jobs).values_list("fine_tuning_job_id", "training_job_id"))
-    try:
-        costs = {c.job_id: c for c in JobCost.objects.filter(job_id__in=[t for _, t in runs])}
-        totals: dict[str, dict[str, Decimal]] = {}
-        for job_id, run_id in runs:
-            cost = costs.get(run_id)
-            if cost is None:
-                continue
-            total = totals.setdefault(job_id, {"estimated_cost": Decimal(0), "current_cost": Decimal(0)})
-            settled = cost.settled_at is not None and cost.actual_cost is not None
-            total["estimated_cost"] += cost.actual_cost if settled else cost.est_cost
-            total["current_cost"] += cost.cost
-    except (AttributeError, LookupError) as exc:  # billing's model changed shape: costs are optional
-        logger.warning("job costs unavailable: %s", exc)
-        return {}
+    costs = {c.job_id: c for c in JobCost.objects.filter(job_id__in=[t for _, t in runs])}
+    totals: dict[str, dict[str, Decimal]] = {}
+    for job_id, run_id in runs:
+        cost = costs.get(run_id)
+        if cost is None:
+            continue
+        total = totals.setdefault(job_id, {"estimated_cost": Decimal(0), "current_cost": Decimal(0)})
+        settled = cost.settled_at is not None and cost.actual_cost is not None
+        total["estimated_cost"] += cost.actual_cost if settled else cost.est_cost
+        total["current_cost"] += cost.cost
     return {job_id: {k: round(float(v), 4) for k, v in total.items()} for job_id, total in totals.items()}
 
 

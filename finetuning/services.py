@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from accounts.models import Role
 from accounts.selectors import role_for_user
+from core.job_config import JobConfigError, job_config_resolve
 from finetuning.errors import ApiError, Conflict, PermissionDenied
 from finetuning.models import ApiKey, FineTuningFile, FineTuningJob, FineTuningRun, JobCreateRequest
 from finetuning.selectors import fine_tuning_job_status
@@ -262,9 +263,9 @@ def fine_tuning_job_create(*, organization, user, api_key: ApiKey, request: JobR
     if validation_file is not None:
         # A configuration that job_create would refuse is refused before the pair is composed.
         try:
-            job_services.job_config_resolve(preset=request.preset, overrides=overrides,
+            job_config_resolve(preset=request.preset, overrides=overrides,
                                             base_model=request.model or settings.DEFAULT_BASE_MODEL)
-        except job_services.JobConfigError as exc:
+        except JobConfigError as exc:
             raise ApiError(exc.message, param=_config_error_param(exc.message), code=exc.code) from exc
     dataset = _job_dataset(organization=organization, user=user, training_file=training_file,
                            validation_file=validation_file)
@@ -286,7 +287,7 @@ def fine_tuning_job_create(*, organization, user, api_key: ApiKey, request: JobR
                 name=f"{training_file.filename} · {request.suffix or request.preset} (OpenAI API)",
                 notes=_validation_note(training_file, validation_file, dataset), test_hooks=request.test_hooks,
             )
-        except job_services.JobConfigError as exc:
+        except JobConfigError as exc:
             raise ApiError(exc.message, param=_config_error_param(exc.message), code=exc.code) from exc
         job = FineTuningJob.objects.create(
             organization=organization, created_by=user, api_key=api_key, training_job=training_job,

@@ -160,10 +160,3 @@ def load_training_state(directory: Path, *, model, optimizer, scheduler, wrapped
     rng = torch.load(mine, weights_only=False)
     state = TrainerState.from_dict(json.loads((directory / "trainer_state.json").read_text()))
     return state, rng, warnings
-
-
-def load_into(directory: Path, *, model, optimizer, scheduler) -> tuple[TrainerState, dict[str, Any]]:
-    """Adapter, optimizer and scheduler of a one-process run; the trainer state and RNG states."""
-    load_adapter(directory, model)
-    state, rng, _ = load_training_state(directory, model=model, optimizer=optimizer, scheduler=scheduler)
-    return state, rng

@@ -11,8 +11,9 @@
 - Replies: greedy decoding with a fixed seed for a bounded, evenly spread subset of the held-out
   assistant turns (`eval_max_replies`, `eval_max_new_tokens`).
 
-`validation` is imported here (its pure modules: no Django; torch only inside functions), which
-is why the pod image copies `validation/` next to `gpu_worker/`. Each part that fails is recorded
+The scoring code and the shipped evaluation sets live under gpu_worker/evaluation, so the pod
+image copies only `gpu_worker/` (the control plane's `validation` app is never imported here; an
+import-linter contract holds that). Each part that fails is recorded
 as not computed with the reason; the job itself does not fail because a report metric could not
 be measured.
 """
@@ -53,19 +54,6 @@ def perplexity(model, batches: list[MicroBatch], device=None) -> tuple[float, in
     if not count:
         return float("nan"), 0
     return math.exp(total / count), count
-
-
-def base_and_adapted(model, batches: list[MicroBatch], device=None) -> dict[str, Any]:
-    """Perplexity with the adapter disabled (the base model) and enabled."""
-    with adapter_disabled(model):
-        base, tokens = perplexity(model, batches, device)
-    adapted, _ = perplexity(model, batches, device)
-    return {
-        "base_perplexity": base,
-        "adapted_perplexity": adapted,
-        "relative_change": (adapted - base) / base if base and math.isfinite(base) else None,
-        "tokens": tokens,
-    }
 
 
 def adapter_disabled(model):

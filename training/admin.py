@@ -50,7 +50,7 @@ from django.contrib import messages  # noqa: E402
 from django.urls import reverse  # noqa: E402
 from django.utils.html import format_html  # noqa: E402
 
-from training.errors import DomainError  # noqa: E402
+from core.errors import DomainError  # noqa: E402
 from training.models import Checkpoint, JobEvent, JobTemplate, MetricPoint, NotificationPreference, TrainingJob  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Websockets: one job's live page (`/ws/jobs/<uuid>/`) and the organization's job list
 (`/ws/jobs/`). Read-only: they check who is asking, send a snapshot, then relay what
-`training.broadcast` publishes after each commit.
+`core.broadcast` publishes after each commit.
 
 Every message is a JSON object with a `kind`: `snapshot` first, then `status`, `stage`,
 `metrics`, `progress`, `checkpoint`, `log`, `cost` as they happen. (Internally a pod event's
@@ -29,8 +29,8 @@ from django.conf import settings
 
 from config.ws_guard import FORBIDDEN, NOT_FOUND, NOT_SIGNED_IN
 from training import selectors
-from training.broadcast import job_group, org_jobs_group
-from training.permissions import actor_for_user
+from core.broadcast import job_group, org_jobs_group
+from core.permissions import actor_for_user
 
 RATE_LIMITED = ("metrics", "progress")
 logger = logging.getLogger(__name__)

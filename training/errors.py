@@ -1,22 +1,7 @@
-"""Domain errors: a message a person can act on, a stable code, and the HTTP status it maps to."""
+"""The dataset importer's errors (core.errors.DomainError subclasses)."""
 from __future__ import annotations
 
-from typing import Any
-
-
-class DomainError(Exception):
-    code = "error"
-    http_status = 400
-
-    def __init__(self, message: str, *, detail: Any = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
-        if code:
-            self.code = code
-
-    def __str__(self) -> str:
-        return self.message
+from core.errors import DomainError
 
 
 class DatasetImportError(DomainError):

@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Iterable, Iterator
 
-from django.apps import apps
 from django.conf import settings
 from django.db.models import Case, Count, F, FloatField, Q, QuerySet, Value, When
 from django.db.models.functions import Cast
 
+from billing.models import JobCost
+from billing.services.metering import cost_payload
 from training import states
 from training.metric_series import EXPORT_KEYS, SERIES_KEYS, metric_series  # noqa: F401 - re-exported
 from training.models import Checkpoint, Dataset, JobEvent, JobTemplate, MetricPoint, TrainingJob
@@ -30,10 +31,6 @@ JOB_ORDERINGS = {
 }
 
 
-def billing_installed() -> bool:
-    return apps.is_installed("billing")
-
-
 # --------------------------------------------------------------------------- jobs
 
 def job_queryset(*, organization) -> QuerySet[TrainingJob]:
@@ -44,14 +41,9 @@ def job_queryset(*, organization) -> QuerySet[TrainingJob]:
               When(status=states.COMPLETED, then=Value(1.0)),
               When(total_steps__gt=0, then=Cast(F("current_step"), FloatField()) / Cast(F("total_steps"), FloatField())),
               default=Value(0.0), output_field=FloatField())))
-    if billing_installed():
-        # billing.JobCost is a one-to-one (related_name "cost"): one LEFT JOIN, no per-row query.
-        qs = qs.annotate(cost_spent=F("cost__cost"), cost_estimate=F("cost__est_cost"),
-                         cost_rate_per_hour=F("cost__rate_per_hour"))
-    else:  # pragma: no cover - billing is installed in this project
-        qs = qs.annotate(cost_spent=Value(None, output_field=FloatField()),
-                         cost_estimate=Value(None, output_field=FloatField()),
-                         cost_rate_per_hour=Value(None, output_field=FloatField()))
+    # billing.JobCost is a one-to-one (related_name "cost"): one LEFT JOIN, no per-row query.
+    qs = qs.annotate(cost_spent=F("cost__cost"), cost_estimate=F("cost__est_cost"),
+                     cost_rate_per_hour=F("cost__rate_per_hour"))
     return qs
 
 
@@ -89,11 +81,6 @@ def job_get(*, organization, job_id) -> TrainingJob | None:
 def job_cost(job: TrainingJob) -> dict | None:
     """The job's cost as billing reports it (`{"spent", "rate_per_hour", "estimate", ...}`), or None
     when billing has no row for it. Read-only: metering to this second is billing's job."""
-    if not billing_installed():  # pragma: no cover
-        return None
-    from billing.models import JobCost
-    from billing.services.metering import cost_payload
-
     cost = JobCost.objects.filter(job_id=job.pk).first()
     return cost_payload(cost)["cost"] if cost else None
 

@@ -7,8 +7,9 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from billing.services import enforcement
 from training.providers import ProviderError
-from training.services import pods
+from training.services import jobs, pods
 from training.services.outbox import outbox_relay
 from training.services.redrive import lost_tasks_redrive
 from training.services.webhook_secrets import webhook_secrets_revoke_expired
@@ -119,3 +120,13 @@ def dataset_stats_compute(dataset_id: str):
 
     dataset = compute(dataset_id=dataset_id)
     return dataset.stats_status if dataset is not None else "gone"
+
+
+@shared_task(name="training.tasks.budgets_enforce", ignore_result=True, acks_late=True,
+             # A pass older than its interval is useless: the next one is already due.
+             expires=30)
+def budgets_enforce():
+    """Billing decides which jobs a hard cap stops; the jobs app's own service stops them."""
+    result = enforcement.budgets_enforce(stop=jobs.job_stop_for_budget)
+    return {"metered": result.metered, "stopped": [str(j) for j in result.stopped],
+            "alerts": len(result.alerts)}

@@ -13,17 +13,20 @@ import logging
 import subprocess
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from training.errors import DomainError
+from core.errors import DomainError
 from validation import scoring
 from validation.judges.base import ADAPTED, BASE, JudgeItem, JudgeResult
 from validation.models import RunStatus, RunTrigger, ValidationRun
+
+if TYPE_CHECKING:  # for the annotations; the functions below import gates where they use it
+    from validation import gates
 
 logger = logging.getLogger(__name__)
 

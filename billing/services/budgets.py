@@ -9,14 +9,13 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from billing import rules
 from billing.errors import BudgetExceeded, EstimateError
 from billing.models import Budget, BudgetAlert, GpuType, JobCost
 from billing.money import cents, to_decimal, usd
 from billing.services.estimates import Estimate, EstimateConfig, estimate, with_changes
-from training.errors import DomainError
+from core.errors import DomainError
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,15 @@
 """The budget enforcer (beat, every BILLING_ENFORCE_INTERVAL_S): meter every running job, stop
 running jobs of a hard-capped budget whose commitments would cross the limit before the next check,
 record and send the threshold alerts. Safe with two schedulers at once: each budget is handled
-under its row lock (the second checker skips a locked budget), stops and alerts are idempotent."""
+under its row lock (the second checker skips a locked budget), stops and alerts are idempotent.
+
+Billing decides, training acts: this module chooses which jobs to stop and why, and calls the
+`stop` it is given for each one. The jobs app passes its own stop service (training.tasks.
+budgets_enforce gives training.services.jobs.job_stop_for_budget); billing never imports it."""
 from __future__ import annotations
 
-import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,26 +27,16 @@ from billing.services.budgets import (
     month_label,
     stop_allowance_s,
 )
+from billing.services.jobs import job_settle
 from billing.services.metering import job_cost_meter, month_of
 from billing.services.notifications import alert_deliver_on_commit
 from training import states
 
 logger = logging.getLogger(__name__)
 
-STOP_FUNCTION = "training.services.jobs.job_stop_for_budget"
-
-
-def stop_job_for_budget(*, job_id, reason: str) -> bool:
-    """Ask the jobs app to stop `job_id` keeping its checkpoint. False when it cannot (the jobs
-    app has no such service yet)."""
-    module_name, _, name = STOP_FUNCTION.rpartition(".")
-    try:
-        stop = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError):
-        logger.error("cannot stop job %s at the budget cap: %s does not exist", job_id, STOP_FUNCTION)
-        return False
-    stop(job_id=job_id, reason=reason)
-    return True
+# stop(job_id=, reason=): stop the job at its next step boundary, keeping its checkpoint. An
+# exception means it could not; the job is counted as running and tried again on the next pass.
+StopJob = Callable[..., object]
 
 
 @dataclass
@@ -55,8 +49,6 @@ class EnforceResult:
 
 
 def _meter_open_jobs(now: datetime, result: EnforceResult) -> None:
-    from billing.services.jobs import job_settle  # noqa: PLC0415
-
     open_ids = list(JobCost.objects.filter(settled_at__isnull=True).values_list("job_id", "job__status"))
     for job_id, status in open_ids:
         if states.is_terminal(status):
@@ -80,7 +72,7 @@ def _months_to_check(budget: Budget, now: datetime) -> list:
     return sorted(months)
 
 
-def budget_enforce(*, budget_id, now: datetime, result: EnforceResult) -> None:
+def budget_enforce(*, budget_id, now: datetime, result: EnforceResult, stop: StopJob) -> None:
     to_stop: list[tuple] = []
     with transaction.atomic():
         budget = Budget.objects.select_for_update(skip_locked=True).filter(pk=budget_id, active=True).first()
@@ -102,7 +94,8 @@ def budget_enforce(*, budget_id, now: datetime, result: EnforceResult) -> None:
                   f"({usd(numbers.spent)} spent of {usd(numbers.limit)}); stopped with its checkpoint kept, "
                   "resume it after the limit is raised or next month")
         try:
-            ok = stop_job_for_budget(job_id=job_id, reason=reason)
+            stop(job_id=job_id, reason=reason)
+            ok = True
         except Exception:  # noqa: BLE001 - one job that cannot be stopped must not spare the others
             logger.exception("stopping job %s at the budget cap failed", job_id)
             ok = False
@@ -124,11 +117,12 @@ def budget_enforce(*, budget_id, now: datetime, result: EnforceResult) -> None:
             result.alerts.append(alert)
 
 
-def budgets_enforce(*, now: datetime | None = None) -> EnforceResult:
-    """One pass of the enforcer (the beat task calls this every BILLING_ENFORCE_INTERVAL_S)."""
+def budgets_enforce(*, stop: StopJob, now: datetime | None = None) -> EnforceResult:
+    """One pass of the enforcer (training.tasks.budgets_enforce calls this every
+    BILLING_ENFORCE_INTERVAL_S, with the jobs app's stop service as `stop`)."""
     now = now or timezone.now()
     result = EnforceResult()
     _meter_open_jobs(now, result)
     for budget_id in Budget.objects.filter(active=True).values_list("pk", flat=True):
-        budget_enforce(budget_id=budget_id, now=now, result=result)
+        budget_enforce(budget_id=budget_id, now=now, result=result, stop=stop)
     return result

@@ -22,6 +22,7 @@ from billing.errors import EstimateError
 from billing.money import cents, to_decimal
 from billing.services.calibration import Calibration, calibration_for
 from billing.services.catalog import free_providers, gpu_rate, gpu_type_get
+from core.job_config import job_config_resolve
 from gpu_worker.contracts import Hyperparameters
 from gpu_worker.distributed import plan_parallel
 
@@ -250,8 +251,6 @@ def config_from_request(*, dataset, base_model: str, preset: str | None = None, 
                         gpu_count: int = 1) -> EstimateConfig:
     """The configuration a new-job form describes. Hyperparameters are resolved and validated
     exactly as job_create resolves them (the model's context shortens a preset's max_seq_len)."""
-    from training.services.jobs import job_config_resolve  # noqa: PLC0415
-
     hp = job_config_resolve(preset=preset or "balanced", overrides=overrides or {},
                             base_model=base_model or settings.DEFAULT_BASE_MODEL)
     train, val, method = _dataset_tokens(dataset)

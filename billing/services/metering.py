@@ -23,7 +23,7 @@ from billing.models import JobCost
 from billing.money import cents, cost_exact, to_decimal
 from billing.services.catalog import gpu_rate, gpu_type_get
 from training import states
-from training.broadcast import broadcast_job_update
+from core.broadcast import broadcast_job_update
 
 logger = logging.getLogger(__name__)
 
@@ -154,10 +154,6 @@ def _catalog_rate(job, what: dict | None = None, bid=None) -> tuple[Decimal, dic
                      job.pk, what["gpu_type"])
         per_hour = Decimal("0")
     return per_hour, dict(what)
-
-
-def _current_rate(job) -> tuple[Decimal, dict]:
-    return _catalog_rate(job)
 
 
 def meter(job, cost: JobCost, now: datetime) -> JobCost:

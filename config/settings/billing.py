@@ -1,6 +1,6 @@
 from .env import env_int, env_list
 
-# Budget enforcement (billing.tasks.budgets_enforce, a beat task). HORIZON = interval + stop
+# Budget enforcement (training.tasks.budgets_enforce, a beat task). HORIZON = interval + stop
 # allowance: a running job is counted at what it will have cost by the next check plus the time a
 # stopped pod may still bill. docs/billing.md states the overshoot bound these give.
 BILLING_ENFORCE_INTERVAL_S = env_int("BILLING_ENFORCE_INTERVAL_S", 30)

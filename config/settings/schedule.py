@@ -18,7 +18,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     # The overshoot bound of a hard cap is this interval x the running rate (docs/billing.md).
     "billing: meter running jobs and enforce budgets": {
-        "task": "billing.tasks.budgets_enforce", "schedule": float(BILLING_ENFORCE_INTERVAL_S),
+        "task": "training.tasks.budgets_enforce", "schedule": float(BILLING_ENFORCE_INTERVAL_S),
     },
     "billing: reconcile recorded pod cost with the provider's": {
         "task": "billing.tasks.costs_reconcile", "schedule": float(BILLING_RECONCILE_INTERVAL_S),

@@ -17,6 +17,7 @@ def frontend(settings):
     settings.CORS_ALLOWED_ORIGINS = [ORIGIN]
 
 
+@pytest.mark.slow
 def test_preflight_allows_openai_node_headers(frontend):
     response = Client().options("/v1/fine_tuning/jobs", HTTP_ORIGIN=ORIGIN, HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
                                 HTTP_ACCESS_CONTROL_REQUEST_HEADERS=",".join(SENT))

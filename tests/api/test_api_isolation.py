@@ -94,6 +94,7 @@ def _body(response) -> str:
     return response.content.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_no_2xx_for_another_organization(client_as, organization, other_organization, make_user):
     job, objects = _acme_objects(organization, make_user)
     before = {"status": job.status, "notes": job.notes}
@@ -139,6 +140,7 @@ def test_matrix_finds_every_training_route():
         assert expected in routes
 
 
+@pytest.mark.slow
 def test_same_org_reaches_the_same_urls(client_as, organization, make_user):
     """The control: the matrix's URLs work for the owner's organization (so a 404 above means
     isolation, not a malformed URL)."""

@@ -38,6 +38,7 @@ def test_series_short_job_is_exact(client_as, organization, finished_job):
     assert body["series"]["loss"][0][1] == pytest.approx(2.9)
 
 
+@pytest.mark.slow
 def test_series_downsampled_bounded_keeps_spike_and_ends(client_as, organization):
     eng = client_as("eng", organization)
     job = make_running_job(organization)
@@ -52,6 +53,7 @@ def test_series_downsampled_bounded_keeps_spike_and_ends(client_as, organization
     assert eng.get(f"/api/v1/jobs/{job.pk}/metrics/series/?keys=password").status_code == 400
 
 
+@pytest.mark.slow
 def test_series_query_count_independent_of_length(client_as, organization):
     eng = client_as("eng", organization)
     short, long = make_running_job(organization), make_running_job(organization)

@@ -56,6 +56,7 @@ def _violations(schema: dict, operation: dict, method: str, path: str, response)
             for e in validator.iter_errors(response.json())]
 
 
+@pytest.mark.slow
 def test_every_operation_answers_as_documented(client_as, organization, make_user):
     from rest_framework.test import APIClient
 

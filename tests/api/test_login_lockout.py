@@ -26,6 +26,7 @@ def _token(api_client, username, password):
     return api_client.post("/api/v1/auth/token/", {"username": username, "password": password}, format="json")
 
 
+@pytest.mark.slow
 def test_token_endpoint_locks_after_five_failures(api_client, organization, make_user):
     make_user("alice", organization)
     for _ in range(5):
@@ -38,6 +39,7 @@ def test_token_endpoint_locks_after_five_failures(api_client, organization, make
     assert _token(api_client, "bob", "pw-bob").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_success_clears_the_count(api_client, organization, make_user):
     make_user("carol", organization)
     for _ in range(4):
@@ -48,6 +50,7 @@ def test_a_success_clears_the_count(api_client, organization, make_user):
     assert _token(api_client, "carol", "pw-carol").status_code == 200
 
 
+@pytest.mark.slow
 def test_dashboard_and_admin_logins_share_the_lockout(api_client, organization, make_user):
     from django.contrib.auth import get_user_model
 
@@ -65,6 +68,7 @@ def test_dashboard_and_admin_logins_share_the_lockout(api_client, organization, 
     assert _token(api_client, "dave", "pw-dave").status_code == 429
 
 
+@pytest.mark.slow
 def test_many_usernames_from_one_address_are_throttled(api_client, organization, make_user):
     make_user("erin", organization)
     for n in range(12):

@@ -118,6 +118,7 @@ def test_viewers_download_but_do_not_build_packages(organization, make_user, api
     assert "engineer or admin" in refused.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_s3_download_links_are_presigned_and_expire_in_the_setting(organization, make_user, api_client, s3_settings,
                                                                    fake_adapter):
     s3_settings.DOWNLOAD_URL_TTL_S = 120

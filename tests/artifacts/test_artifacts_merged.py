@@ -12,6 +12,7 @@ from tests.artifacts.artifacts_support import completed_job
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.slow
 def test_merged_outputs_equal_adapter_outputs(organization, tiny_adapter, tmp_path):
     import torch
     from peft import PeftModel

@@ -22,6 +22,7 @@ from tests.artifacts.artifacts_support import completed_job
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.slow
 def test_package_builds_unzips_verifies_and_runs_inference(organization, make_user, api_client, tiny_adapter,
                                                            tmp_path, capsys):
     base, adapter_dir = tiny_adapter

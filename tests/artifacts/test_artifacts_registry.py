@@ -174,6 +174,7 @@ def test_s3_grant_reads_inputs_and_writes_only_under_the_job_prefix(organization
     assert str(parent.pk) not in up["key_prefix"]
 
 
+@pytest.mark.slow
 def test_control_plane_imports_without_torch():
     code = (
         "import sys\n"

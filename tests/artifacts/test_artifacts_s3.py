@@ -21,6 +21,7 @@ def make_storage(server, **kw) -> S3Storage:
                      addressing_style="path", **kw)
 
 
+@pytest.mark.slow
 def test_put_get_list_delete(s3_server, tmp_path):
     storage = make_storage(s3_server)
     a = storage.put_bytes("jobs/o/j/adapter/adapter_config.json", b'{"r": 4}', "application/json")
@@ -71,6 +72,7 @@ def test_presigned_get_and_put_work_with_plain_requests(s3_server):
     assert storage.get_bytes("jobs/o/j/uploads/new.bin") == b"uploaded"
 
 
+@pytest.mark.slow
 def test_expired_or_tampered_presigned_links_are_refused(seaweed_server):
     storage = make_storage(seaweed_server)
     storage.put_bytes("jobs/o/j/report.json", b"{}")

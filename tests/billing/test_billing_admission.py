@@ -92,6 +92,7 @@ def test_a_job_with_no_price_is_refused_only_where_a_cap_applies(organization, d
         create_and_admit(organization, dataset, gpu_type="NVIDIA Imaginary 1TB")
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_fifty_concurrent_starts_with_budget_for_three_admit_exactly_three(organization, dataset):
     one = reservation_of(organization, dataset, gpu_type=A100, base_model=LLAMA_70B)

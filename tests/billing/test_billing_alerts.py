@@ -10,6 +10,7 @@ from billing_factories import T0, after, create_and_admit, move, pod_up, sample_
 from billing.models import BudgetAlert
 from billing.services.budgets import budget_create
 from billing.services.enforcement import budgets_enforce
+from training.services.jobs import job_stop_for_budget
 from billing.services.metering import month_of
 
 
@@ -38,7 +39,7 @@ def test_thresholds_fire_within_one_interval_of_the_crossing_and_state_the_bound
     seen = {}
     for k in range(1, 80):
         now = after(30 * k)
-        budgets_enforce(now=now)
+        budgets_enforce(now=now, stop=job_stop_for_budget)
         spend_now = Decimal("7.50") + Decimal("0.002") * 30 * k
         for alert in BudgetAlert.objects.filter(budget=budget, kind=BudgetAlert.KIND_THRESHOLD):
             seen.setdefault(alert.threshold, (spend_now, alert))

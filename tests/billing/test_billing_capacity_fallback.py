@@ -28,6 +28,7 @@ def runpod(settings, tmp_path, monkeypatch):
         yield server
 
 
+@pytest.mark.slow
 def test_launch_walks_the_alternatives_records_what_it_got_and_reprices(organization, dataset, runpod,
                                                                         django_capture_on_commit_callbacks):
     job = create_and_admit(organization, dataset, gpu_type=H100, base_model=LLAMA_8B, capacity_fallback={

@@ -18,23 +18,26 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from billing import rules
 from billing.models import BudgetAlert, JobCost
 from billing.services import job_settle
-from billing.services import enforcement
 from billing.services.budgets import budget_alerts_check, budget_create
-from billing.services.enforcement import budgets_enforce
+from billing.services.enforcement import budgets_enforce as billing_enforce
 from billing.services.metering import month_of
 
 STOPS: list[tuple] = []
 
 
 def record_stop(*, job_id, reason):
-    """Stands in for training.services.jobs.job_stop_for_budget (another app's, not built yet)."""
+    """The `stop` billing's enforcer is given, recording what it asks for (in production the jobs
+    app passes training.services.jobs.job_stop_for_budget: tests/jobs covers that stop)."""
     STOPS.append((job_id, reason))
 
 
+def budgets_enforce(*, now):
+    return billing_enforce(now=now, stop=record_stop)
+
+
 @pytest.fixture
-def stopper(monkeypatch):
+def stopper():
     STOPS.clear()
-    monkeypatch.setattr(enforcement, "STOP_FUNCTION", f"{__name__}.record_stop")
     return STOPS
 
 
@@ -72,6 +75,7 @@ def slack(settings):
     hook.server.shutdown()
 
 
+@pytest.mark.slow
 def test_enforcer_stops_an_overrunning_job_before_it_crosses_the_cap(organization, dataset, stopper, settings,
                                                                    django_capture_on_commit_callbacks, make_user):
     from accounts.models import Role
@@ -110,12 +114,14 @@ def test_enforcer_stops_an_overrunning_job_before_it_crosses_the_cap(organizatio
         assert budgets_enforce(now=after(stopped_at + 30)).stopped == []
 
 
-def test_enforcer_without_the_jobs_stop_service_says_so_and_keeps_counting(organization, dataset, monkeypatch):
-    monkeypatch.setattr(enforcement, "STOP_FUNCTION", "training.services.jobs_not_there.job_stop_for_budget")
+def test_enforcer_whose_stop_fails_says_so_and_keeps_counting(organization, dataset):
+    def failing_stop(*, job_id, reason):
+        raise RuntimeError("the jobs app could not stop it")
+
     job = create_and_admit(organization, dataset)
     budget_create(organization=organization, limit=JobCost.objects.get(job=job).reserved)
     move(job, "provisioning", T0)
-    result = budgets_enforce(now=after(3600))
+    result = billing_enforce(now=after(3600), stop=failing_stop)
     assert result.stop_failed == [job.pk] and result.stopped == []
     assert JobCost.objects.get(job=job).stop_requested_at is None  # counted as running, tried again next pass
 
@@ -267,6 +273,7 @@ def simulate(limit: Decimal, jobs, *, late_by: list[int], stop_cap: int | None):
 @hsettings(max_examples=300, deadline=None)
 @given(limit=st.integers(min_value=100, max_value=20000).map(lambda c: Decimal(c) / 100),
        jobs=st.lists(job_strategy, min_size=1, max_size=12))
+@pytest.mark.slow
 def test_cap_holds_when_checks_are_on_time_and_stops_within_the_allowance(limit, jobs):
     spend, bound, admitted = simulate(limit, jobs, late_by=[0], stop_cap=ALLOWANCE)
     assert bound == 0
@@ -277,6 +284,7 @@ def test_cap_holds_when_checks_are_on_time_and_stops_within_the_allowance(limit,
 @given(limit=st.integers(min_value=100, max_value=20000).map(lambda c: Decimal(c) / 100),
        jobs=st.lists(job_strategy, min_size=1, max_size=12),
        late_by=st.lists(st.integers(min_value=0, max_value=120), min_size=1, max_size=8))
+@pytest.mark.slow
 def test_overshoot_never_exceeds_the_stated_bound(limit, jobs, late_by):
     spend, bound, _ = simulate(limit, jobs, late_by=late_by, stop_cap=None)
     assert spend <= limit + bound, (spend, limit, bound)

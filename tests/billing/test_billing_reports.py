@@ -64,6 +64,7 @@ def test_budget_status_has_numbers_alerts_and_a_chart(organization, spend):
     assert Decimal(status["forecast"]) >= total
 
 
+@pytest.mark.slow
 def test_api_is_scoped_to_the_callers_organization_and_roles(api_client, organization, other_organization, spend,
                                                              make_user):
     engineer = get_user_model().objects.get(username="u0")

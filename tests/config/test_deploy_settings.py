@@ -5,6 +5,8 @@ import secrets
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 
@@ -15,6 +17,7 @@ def _run(env_extra, *argv):
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_check_deploy_is_clean_in_production(tmp_path):
     proc = _run({"DEPLOYMENT": "production", "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
                  "DJANGO_ALLOWED_HOSTS": "brightrun.example.com", "BRIGHTRUN_VAR_DIR": str(tmp_path)},

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import REPO_ROOT, SAMPLE_FILE
 
 
@@ -16,6 +18,7 @@ def _clean_env(tmp_path):
     return env
 
 
+@pytest.mark.slow
 def test_embedded_default_is_healthy(tmp_path):
     """No variable set: SQLite, the embedded Redis (broker and channel layer), storage on disk."""
     script = textwrap.dedent("""
@@ -59,6 +62,7 @@ BLOCK_TORCH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_control_plane_runs_without_torch(tmp_path):
     script = BLOCK_TORCH + textwrap.dedent(f"""
         import os, django, importlib, pkgutil

@@ -53,7 +53,7 @@ def test_every_app_is_in_the_image_and_the_package():
     include = re.search(r"\[tool\.setuptools\.packages\.find\]\s*(?:#.*\n)*include\s*=\s*\[(.*?)\]", pyproject, re.S)
     assert include, "pyproject.toml has no [tool.setuptools.packages.find] include list"
     packaged = {name.strip().strip('"').rstrip("*") for name in include.group(1).split(",") if name.strip()}
-    for app in [*local_apps(), "config", "gpu_worker"]:
+    for app in [*local_apps(), "config", "core", "gpu_worker"]:
         assert app in copied, f"the Dockerfile does not COPY {app}/"
         assert app in packaged, f"pyproject.toml's packages.find does not include {app}"
 

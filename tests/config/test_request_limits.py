@@ -25,6 +25,7 @@ PRINT_KEY = "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 
             "from django.conf import settings; print(settings.SECRET_KEY, settings.SECRET_KEY_CONFIGURED)"
 
 
+@pytest.mark.slow
 def test_embedded_key_is_generated_once_private_and_kept(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", PRINT_KEY], cwd=REPO_ROOT, env=_env(tmp_path),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
@@ -54,6 +55,7 @@ def test_embedded_key_is_generated_once_private_and_kept(tmp_path):
     ["manage.py", "runall", "--host", "0.0.0.0", "--no-migrate", "--only", "web"],
     ["-m", "config.serve", "-b", "0.0.0.0", "-p", "1", "config.asgi:application"],
 ])
+@pytest.mark.slow
 def test_serving_beyond_loopback_needs_a_configured_key(tmp_path, argv):
     proc = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT, env=_env(tmp_path), capture_output=True, text=True,
                           timeout=120)

@@ -8,6 +8,7 @@ import pytest
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.slow
 def test_admin_issues_a_key_shown_once_and_revokes_it(admin_client, organization, make_user):
     from finetuning.models import ApiKey
     from finetuning.services import api_key_authenticate

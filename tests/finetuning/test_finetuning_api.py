@@ -66,6 +66,7 @@ def test_file_errors_name_the_parameter(oai):
         oai.files.retrieve("file-doesnotexist")
 
 
+@pytest.mark.slow
 def test_authentication_and_permission_errors(live_server, oai, engineer, organization, make_user, client_for,
                                               issue_key):
     from accounts.models import Role
@@ -161,6 +162,7 @@ INVALID_CREATES = [
 ]
 
 
+@pytest.mark.slow
 def test_invalid_creates_are_bad_requests_naming_the_param(oai, training_file, server_requests):
     # One test for every case: each live-server test pays a database flush.
     from training.models import TrainingJob
@@ -175,6 +177,7 @@ def test_invalid_creates_are_bad_requests_naming_the_param(oai, training_file, s
     assert server_requests["POST /v1/fine_tuning/jobs"] == len(INVALID_CREATES)  # none retried
 
 
+@pytest.mark.slow
 def test_list_pages_newest_first_and_filters_by_metadata(oai, training_file):
     ids = [oai.fine_tuning.jobs.create(model=LLAMA_70B, training_file=training_file.id, seed=i,
                                        metadata={"team": "voice" if i % 2 else "search", "n": str(i)}).id
@@ -196,6 +199,7 @@ def test_list_pages_newest_first_and_filters_by_metadata(oai, training_file):
     assert info.value.param == "after"
 
 
+@pytest.mark.slow
 def test_retrieve_cancel_and_state_conflicts(oai, client_for, training_file, other_organization, make_user,
                                              server_requests):
     job = oai.fine_tuning.jobs.create(model=LLAMA_70B, training_file=training_file.id)
@@ -224,6 +228,7 @@ def test_retrieve_cancel_and_state_conflicts(oai, client_for, training_file, oth
         outsider.fine_tuning.jobs.list_events(job.id)
 
 
+@pytest.mark.slow
 def test_the_same_create_sent_again_yields_one_job(oai, training_file):
     from training.models import TrainingJob
 
@@ -242,6 +247,7 @@ def test_the_same_create_sent_again_yields_one_job(oai, training_file):
     assert info.value.param == "Idempotency-Key"
 
 
+@pytest.mark.slow
 def test_a_create_whose_response_is_lost_is_retried_by_the_client_into_the_same_job(client_for, engineer, training_file,
                                                                                    server_requests):
     """The first response arrives after the client's timeout (the job is created all the same);
@@ -287,6 +293,7 @@ def test_a_budget_refusal_says_so_and_is_not_retried(oai, organization, training
     assert not TrainingJob.objects.exists()
 
 
+@pytest.mark.slow
 def test_failed_and_budget_stopped_jobs_as_the_client_sees_them(oai, training_file):
     """A failure carries our error and its fix; a job the budget enforcer stopped is `paused`
     (it kept its checkpoint) and resumes as a new run under the same id."""

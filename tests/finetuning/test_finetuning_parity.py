@@ -38,6 +38,7 @@ def _rows(oai, file_id):
     return list(csv.reader(io.StringIO(oai.files.content(file_id).text)))
 
 
+@pytest.mark.slow
 def test_results_file_over_a_paused_and_resumed_job(oai, upload):
     from training import states
     from training.models import TrainingJob
@@ -91,6 +92,7 @@ def test_results_file_over_a_paused_and_resumed_job(oai, upload):
         oai.files.delete(info.id)
 
 
+@pytest.mark.slow
 def test_results_file_of_another_organization_is_not_found(oai, upload, client_for, make_user, other_organization):
     from training import states
     from training.models import TrainingJob
@@ -104,6 +106,7 @@ def test_results_file_of_another_organization_is_not_found(oai, upload, client_f
             call(file_id)
 
 
+@pytest.mark.slow
 def test_files_content_and_delete(oai, upload):
     from training import states
     from training.models import TrainingJob

@@ -44,6 +44,7 @@ def _counts():
     return Dataset.objects.count(), TrainingJob.objects.count(), FineTuningJob.objects.count()
 
 
+@pytest.mark.slow
 def test_a_job_trains_on_all_of_the_training_file_and_validates_on_the_validation_file(oai, storage_root):
     from finetuning.models import FineTuningFile
     from training.models import TrainingJob
@@ -95,6 +96,7 @@ def test_overlapping_files_are_refused_with_nothing_created(oai, server_requests
     assert server_requests["POST /v1/fine_tuning/jobs"] == 2  # a 400: the client does not retry
 
 
+@pytest.mark.slow
 def test_bad_validation_files_are_refused_with_nothing_created(oai, organization, other_organization, make_user,
                                                                client_for):
     from finetuning.models import FineTuningFile

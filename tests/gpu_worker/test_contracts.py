@@ -28,7 +28,7 @@ def test_metrics_single_and_batched():
     # A step twice in one batch keeps its last values; the order of first appearance stays.
     assert batch.points == ((1, {"loss": 1.9}), (2, {"loss": 1.0})) and batch.total_steps == 10
     with pytest.raises(contracts.PayloadError, match=r"data.points\[1\].step is missing"):
-        _event("metrics", {"points": [{"step": 1}, {"loss": 1.0}]}).payload
+        _ = _event("metrics", {"points": [{"step": 1}, {"loss": 1.0}]}).payload
 
 
 def test_checkpoint_step_defaults_to_the_events_and_a_non_finite_loss_is_none():

@@ -86,6 +86,7 @@ def test_labels_never_cross_conversations(tiny_tokenizer, short_conversations):
     assert mb.loss_tokens == sum(c.loss_tokens for c in convs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attn, n", [("sdpa", 5), ("eager", 3)])
 def test_packed_loss_equals_one_by_one(tiny_model_dir, tiny_tokenizer, short_conversations, attn, n):
     from transformers import AutoModelForCausalLM

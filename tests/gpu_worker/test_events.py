@@ -134,6 +134,7 @@ def _metrics(first, last):
     return [("metrics", {"step": s, "loss": round(1 / s, 6)}, s) for s in range(first, last + 1)]
 
 
+@pytest.mark.slow
 def test_an_outage_backlog_goes_out_in_few_requests_with_every_point_once_in_order(tmp_path):
     port = free_port()
     sender = EventSender(_spec(f"http://127.0.0.1:{port}/hook"), tmp_path,
@@ -168,6 +169,7 @@ def test_an_outage_backlog_goes_out_in_few_requests_with_every_point_once_in_ord
             assert len(points) <= BATCH_MAX_POINTS and len(req["body"]) <= BATCH_MAX_BYTES
 
 
+@pytest.mark.slow
 def test_a_failed_batch_is_retried_unchanged(tmp_path):
     rx = Receiver(status=503)
     try:
@@ -192,6 +194,7 @@ def test_a_failed_batch_is_retried_unchanged(tmp_path):
     assert [b["event_id"] for b in bodies] == [first["event_id"]] * len(retries) + [bodies[-1]["event_id"]]
 
 
+@pytest.mark.slow
 def test_batches_respect_their_bounds_and_a_lone_metrics_event_is_sent_as_is(tmp_path):
     rx = Receiver()
     try:
@@ -213,6 +216,7 @@ def test_batches_respect_their_bounds_and_a_lone_metrics_event_is_sent_as_is(tmp
     assert [e["seq"] for e in rx.emitted()] == list(range(1, 302))
 
 
+@pytest.mark.slow
 def test_other_events_are_barriers_and_batching_can_be_turned_off(tmp_path):
     stream = [*_metrics(1, 5), ("checkpoint_saved", {"step": 5, "uri": "file:///c"}, 5), *_metrics(6, 10),
               ("log", {"message": "x"}, 10), *_metrics(11, 11), ("completed", {"ok": True}, 11)]
@@ -232,6 +236,7 @@ def test_other_events_are_barriers_and_batching_can_be_turned_off(tmp_path):
     assert shapes[False] == [(t, 0, n) for n, (t, _d, _s) in enumerate(stream, 1)]
 
 
+@pytest.mark.slow
 def test_an_outage_is_retried_at_the_backoff_rate_not_the_emit_rate(tmp_path):
     """New events during an outage do not cut the backoff short (they used to: one failed request
     per emitted event, and the backoff doubled on each, so a quiet pod then waited the maximum)."""
@@ -298,6 +303,7 @@ def test_linger_waits_only_while_nothing_but_metrics_is_queued():
     assert linger_s(metrics, last_request_at=10.0, min_interval_s=0.5, now=10.2, full_at=2) == 0.0
 
 
+@pytest.mark.slow
 def test_a_fast_pod_sends_a_metrics_request_per_interval_and_other_events_at_once(tmp_path):
     rx = Receiver()
     try:
@@ -329,6 +335,7 @@ def test_a_fast_pod_sends_a_metrics_request_per_interval_and_other_events_at_onc
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 def test_a_pod_slower_than_the_interval_sends_each_point_at_once(tmp_path):
     rx = Receiver()
     try:
@@ -345,6 +352,7 @@ def test_a_pod_slower_than_the_interval_sends_each_point_at_once(tmp_path):
     assert all(r["t"] - e < 0.15 for r, e in zip(rx.requests, emitted))
 
 
+@pytest.mark.slow
 def test_a_pod_faster_than_a_batch_per_interval_is_not_held_back(tmp_path):
     rx = Receiver()
     try:

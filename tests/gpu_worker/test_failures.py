@@ -24,6 +24,7 @@ def _failed(spec, tmp_path):
     return events[-1]["data"], events
 
 
+@pytest.mark.slow
 def test_cuda_oom_halves_micro_batch_and_doubles_accumulation(spec_factory, tmp_path, allow_hooks):
     spec = spec_factory(hp={"micro_batch_size": 2, "gradient_accumulation_steps": 2},
                         test_hooks={"oom_at_step": 2})
@@ -111,6 +112,7 @@ def test_unknown_error_keeps_type_message_and_traceback(spec_factory, tmp_path):
     assert "Traceback" in data["traceback_tail"] or "read_jsonl" in data["traceback_tail"]
 
 
+@pytest.mark.slow
 def test_max_runtime_stops_with_a_checkpoint(spec_factory, tmp_path, allow_hooks):
     spec = spec_factory(max_runtime_s=1, test_hooks={"sleep_per_step_s": 0.6})
     data, events = _failed(spec, tmp_path)
@@ -131,6 +133,7 @@ def test_disk_full_recognised_from_errno():
     assert classify(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))).error_class == "disk_full"
 
 
+@pytest.mark.slow
 def test_unreachable_control_plane_stops_the_pod(spec_factory, tmp_path, allow_hooks):
     from gw_helpers import free_port
 

@@ -1,5 +1,6 @@
 """A full run of `gpu_worker` on the tiny model over part of the real data file."""
 
+import pytest
 from gw_helpers import SECRET, Receiver, json_load, of_type
 
 from gpu_worker import signing
@@ -8,6 +9,7 @@ from gpu_worker.events import read_events
 from gpu_worker.runner import run_job
 
 
+@pytest.mark.slow
 def test_full_run_reports_every_stage_and_improves_validation_perplexity(spec_factory, tmp_path, tiny_model_dir):
     rx = Receiver()
     try:

@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import SAMPLE_FILE
 from tests.jobs.conftest import wait_for
 from training import states
-from training.models import JobEvent, TrainingJob
+from training.models import JobEvent
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

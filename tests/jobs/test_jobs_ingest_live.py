@@ -6,7 +6,8 @@ import pytest
 
 from billing.services.jobs import job_cost_create
 from tests.jobs.factories import make_running_job, pod_event
-from training import broadcast, states
+from core import broadcast
+from training import states
 from training.services.pod_events import pod_event_ingest
 
 # Committed rows: the updates sent on commit are collected only when this call commits.

@@ -4,7 +4,6 @@ import http.server
 import json
 import re
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -14,7 +13,7 @@ from django.utils import timezone
 from tests.jobs.factories import make_dataset, make_running_job, move_locked
 from training import states
 from training.models import JobEvent, NotificationPreference, TrainingJob
-from training.providers import NoCapacityError, ProviderAuthError, get_provider
+from training.providers import NoCapacityError, ProviderAuthError
 
 pytestmark = pytest.mark.django_db
 
@@ -227,7 +226,8 @@ def test_the_status_guard_catches_each_way_of_writing_a_status(code):
 # --------------------------------------------------------------------------- create
 
 def test_create_validates_before_writing(organization, settings):
-    from training.services.jobs import JobConfigError, job_create
+    from core.job_config import JobConfigError
+    from training.services.jobs import job_create
 
     dataset = make_dataset(organization)
     with pytest.raises(JobConfigError) as info:
@@ -239,7 +239,8 @@ def test_create_validates_before_writing(organization, settings):
 
 
 def test_preset_seq_len_is_fitted_to_the_model_but_an_override_is_checked(organization, tmp_path):
-    from training.services.jobs import JobConfigError, job_create
+    from core.job_config import JobConfigError
+    from training.services.jobs import job_create
 
     model = tmp_path / "m"
     model.mkdir()
@@ -253,7 +254,8 @@ def test_preset_seq_len_is_fitted_to_the_model_but_an_override_is_checked(organi
 
 
 def test_dataset_of_another_organization_is_refused(organization, other_organization):
-    from training.services.jobs import JobConfigError, job_create
+    from core.job_config import JobConfigError
+    from training.services.jobs import job_create
 
     with pytest.raises(JobConfigError, match="another organization"):
         job_create(organization=organization, dataset=make_dataset(other_organization), start=False)

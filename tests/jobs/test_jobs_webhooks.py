@@ -27,6 +27,7 @@ def job(organization):
     return make_running_job(organization, status=states.PROVISIONING)
 
 
+@pytest.mark.slow
 def test_forgeries_are_rejected_and_valid_events_accepted(job, organization, client):
     other = make_running_job(organization, status=states.TRAINING)
     figures = {}
@@ -111,6 +112,7 @@ def _final_state(job):
             tuple(Checkpoint.objects.filter(job=job).order_by("step").values_list("step", flat=True)))
 
 
+@pytest.mark.slow
 def test_replayed_and_shuffled_events_are_harmless(organization, client):
     in_order = make_running_job(organization, status=states.PROVISIONING)
     for ev in training_events(in_order):

@@ -315,6 +315,7 @@ def test_two_accounts_in_one_process_never_mix(runpod_sdk):
         assert len(a.pods) == 5 and len(b.pods) == 5
 
 
+@pytest.mark.slow
 def test_a_personal_runpod_config_is_never_used(tmp_path):
     """The SDK reads ~/.runpod/config.toml when imported; run in a fresh interpreter to see it."""
     home = tmp_path / "home"

@@ -11,6 +11,7 @@ from gpu_worker.contracts import JobSpec
 from tests.fakes.runpod_server import GraphQLSyntaxError, operation_of, parse_input
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(note=st.text(), key=st.text(alphabet=string.ascii_letters, min_size=1, max_size=8))
 def test_any_spec_survives_the_sdk_mutation_text(runpod_sdk, note, key):

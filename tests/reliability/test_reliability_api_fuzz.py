@@ -4,7 +4,6 @@ with events, metrics and checkpoints, a running job, a template, a budget and an
 Check: not_a_server_error over every operation."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys

@@ -44,6 +44,7 @@ def _upload(client, name, raw):
     return client.post("/api/v1/datasets/", {"file": SimpleUploadedFile(name, raw)}, format="multipart")
 
 
+@pytest.mark.slow
 def test_bad_datasets_through_the_api(client_as, organization, storage_root):
     from training.models import Dataset
 

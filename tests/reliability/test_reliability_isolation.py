@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from django.test import Client
@@ -25,6 +24,7 @@ pytestmark = pytest.mark.django_db
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
+@pytest.mark.slow
 def test_api_matrix_reused(client_as, organization, other_organization, make_user, capsys):
     from tests.api.test_api_isolation import test_no_2xx_for_another_organization as matrix
 

@@ -56,6 +56,7 @@ def test_runall_and_compose_run_a_pod_control_worker():
     assert "celery.pods" not in services["worker"]["command"] and "celery" in services["worker"]["command"]
 
 
+@pytest.mark.slow
 def test_a_repeated_validation_request_returns_the_live_run(organization, client_as, isolated_queue):
     from accounts.models import Role
     from tests.validation.test_validation_runs import _completed_job

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 import pytest
 
@@ -57,13 +56,14 @@ KNOWN = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_no_secret_in_logs_or_repr(organization, make_user, settings, caplog, isolated_queue, monkeypatch):
     from django.test import Client
 
     from finetuning.models import ApiKey
     from finetuning.services import api_key_issue
-    from gpu_worker.contracts import JobSpec, PodEvent
+    from gpu_worker.contracts import PodEvent
     from tests.jobs.factories import make_dataset, pod_event, signed_post
     from training.models import TrainingJob
     from training.providers import clear_provider_cache, get_provider

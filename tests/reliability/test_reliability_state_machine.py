@@ -276,7 +276,7 @@ def make_machine(organization, budget, dataset, clock, provider, capture):
 
         def _beat(self):
             self._commit(pods.pods_reconcile, now=clock())
-            self._commit(budgets_enforce, now=clock())
+            self._commit(budgets_enforce, now=clock(), stop=job_stop_for_budget)
             self._drain()
 
         @rule()
@@ -400,6 +400,7 @@ def test_job_state_machine(organization, settings, monkeypatch, django_capture_o
                f"{max(Decimal('0'), s['max_overshoot']):.4f})", target="≤ cap + ½¢/job")
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_budget_stop_in_the_last_beat_is_a_stop_in_flight(organization, settings, monkeypatch,
                                                           django_capture_on_commit_callbacks):

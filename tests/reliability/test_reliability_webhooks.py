@@ -20,6 +20,7 @@ from training.models import Checkpoint, JobEvent, MetricPoint
 PER_CLASS = size(50, 1000)
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_forgery_at_scale(organization, client):
     job = make_running_job(organization, status=states.TRAINING)

@@ -17,6 +17,7 @@ def _again(test):
         return test(**fixtures)
 
     run.__name__, run.__doc__, run.__signature__ = test.__name__, test.__doc__, inspect.signature(test)
+    run.pytestmark = [m for m in getattr(test, "pytestmark", []) if m.name == "slow"]  # slow there, slow here
     return pytest.mark.django_db(transaction=True)(run)
 
 

@@ -16,6 +16,7 @@ def _upload(client, path_or_bytes, name="file.json", **extra):
     return client.post("/api/v1/datasets/", {"file": f, **extra}, format="multipart")
 
 
+@pytest.mark.slow
 def test_upload_list_detail(api_client, organization, make_user, sample_file):
     api_client.force_authenticate(make_user("eng", organization))
     created = _upload(api_client, sample_file, name="sample.json", val_fraction=0.25, seed=3)

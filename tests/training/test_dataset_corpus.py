@@ -88,6 +88,7 @@ def test_corpus(name, organization, storage_root):
     assert not any(p.is_file() for p in storage_root.rglob("*")) if storage_root.exists() else True
 
 
+@pytest.mark.slow
 def test_a_hundred_thousand_tiny_conversations(organization):
     raw = "\n".join(_chat(i) for i in range(100_000)).encode()
     ds = dataset_import(organization=organization, source=raw, filename="many.jsonl").dataset

@@ -456,6 +456,7 @@ def test_a_refused_known_format_names_it_the_place_and_what_to_do(sample_file, b
     assert "every pair needs the system prompt" in message and "read as" in message and fmt in message, message
 
 
+@pytest.mark.slow
 def test_the_worker_trains_exactly_the_targets_of_imperfect_conversations(sample_file):
     """Consultant first, merged and kept-apart consultant turns: the worker's loss mask covers the
     targets and nothing else (the chat template renders them prefix by prefix)."""

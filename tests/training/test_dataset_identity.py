@@ -120,6 +120,7 @@ def test_without_a_tokenizer_the_estimates_are_final(organization, sample_file):
     assert ds.stats_status == StatsStatus.READY and ds.stats["tokens"]["method"] == "estimate"
 
 
+@pytest.mark.slow
 def test_the_import_schedules_the_exact_count_after_commit(organization, sample_file, tmp_path, settings, monkeypatch,
                                                            django_capture_on_commit_callbacks):
     settings.TOKENIZER_PATH = _tokenizer(tmp_path)
@@ -165,6 +166,7 @@ def test_stuck_pending_statistics_are_sent_again(organization, sample_file, tmp_
     assert dataset_stats_redrive() == []  # sent once per DATASET_STATS_REDRIVE_S, not every reconcile
 
 
+@pytest.mark.slow
 def test_admin_lists_the_status_and_recounts(organization, sample_file, tmp_path, settings, monkeypatch):
     from django.contrib.auth import get_user_model
 

@@ -136,6 +136,7 @@ def test_sample_dataset_imports(organization, sample_file):
     assert ds.stats["warnings"] == []
 
 
+@pytest.mark.slow
 def test_exact_tokens_with_a_chat_template(organization, real_file, tmp_path):
     """With a Hugging Face tokenizer that has a chat template, counts are exact: the same as
     tokenizing the rendered transcript, and pair by pair costs about 2.1x per conversation."""

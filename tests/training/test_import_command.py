@@ -39,6 +39,7 @@ def test_bad_file_raises_command_error(tmp_path):
         call_command("import_dataset", str(bad))
 
 
+@pytest.mark.slow
 def test_exit_code_and_stderr_in_a_real_process(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')

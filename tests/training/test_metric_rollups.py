@@ -61,6 +61,7 @@ def job(organization):
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
+@pytest.mark.slow
 @given(events=st.lists(st.tuples(batch, st.booleans()), min_size=1, max_size=8))
 def test_rollups_equal_a_recompute_from_the_points(job, events):
     MetricPoint.objects.filter(job=job).delete()
@@ -100,6 +101,7 @@ def _long_job(job, n, seed=7):
     return {r.step: r.values for r in rows}
 
 
+@pytest.mark.slow
 def test_series_from_rollups_equals_the_rule_over_the_points(job):
     points = _long_job(job, 30_000)
     assert rollups_match(stored_rollups(job.pk), expected_rollups(points))  # the backfill/rebuild
@@ -119,6 +121,7 @@ def test_series_from_rollups_equals_the_rule_over_the_points(job):
     assert [spike, points[spike]["loss"]] in selectors.metric_series(job=job, keys=["loss"])["series"]["loss"]
 
 
+@pytest.mark.slow
 def test_series_api_answer_and_query_count_do_not_grow_with_the_job(api_client, make_user, organization):
     from rest_framework.authtoken.models import Token
 
@@ -177,6 +180,7 @@ SQLITE_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sqlite_embedded_default_keeps_the_same_rollups(tmp_path):
     import os
 

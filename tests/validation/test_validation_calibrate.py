@@ -21,6 +21,7 @@ def _calibrate(dataset, *extra) -> dict[str, dict]:
     return {r["control"]: r for r in rows if r["gate"] == "brand_voice"}
 
 
+@pytest.mark.slow
 def test_calibrate_on_the_shipped_sample(organization, storage_root, sample_file):
     dataset = dataset_import(organization=organization, source=sample_file.read_bytes(), val_fraction=0.5).dataset
     rows = _calibrate(dataset)

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from validation import gates, stats
+from validation import gates
 from validation.stats import Estimate
 
 

@@ -39,6 +39,7 @@ def _gullible(body):
     return {"scores": {c: 1 if canned else 5 for c in RUBRIC.criterion_ids}, "on_voice": not canned, "reason": "."}
 
 
+@pytest.mark.slow
 def test_a_judge_that_rates_word_salad_on_voice_makes_the_gate_not_valid():
     from validation.services import relevance_embedder
 

@@ -3,7 +3,6 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
 
 from validation.judges import JudgeItem, LLMJudge
 from validation.rubric import CRITERION_IDS, build_rubric

@@ -67,6 +67,7 @@ def test_identical_replies_tie_and_missing_reply_is_not_computed(judge):
     assert json.dumps(result.to_dict())  # storable as JSON
 
 
+@pytest.mark.slow
 def test_embedding_model_loads_with_the_network_blocked(tmp_path):
     """HF_HUB_OFFLINE=1 and every socket connection refused: the model still loads from the package."""
     script = textwrap.dedent("""

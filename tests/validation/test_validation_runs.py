@@ -86,6 +86,7 @@ def _bag_of_words(texts):
     return out
 
 
+@pytest.mark.slow
 def test_crafted_evaluation_gives_metrics_examples_and_a_pdf(organization, make_user, client_as, settings,
                                                               monkeypatch):
     from artifacts.services import job_output_key

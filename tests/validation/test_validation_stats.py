@@ -22,11 +22,13 @@ def test_mean_interval_covers_the_true_mean_at_about_95_percent():
     assert 0.90 <= coverage <= 0.99, coverage
 
 
+@pytest.mark.slow
 def test_proportion_interval_covers_the_true_rate():
     coverage = _coverage(lambda rng: ([rng.random() < 0.7 for _ in range(80)],), stats.bootstrap_proportion, 0.7)
     assert 0.90 <= coverage <= 0.99, coverage
 
 
+@pytest.mark.slow
 def test_paired_difference_interval_covers_the_true_difference():
     def sample(rng):
         item_effect = [rng.gauss(0, 1) for _ in range(50)]
@@ -87,6 +89,7 @@ def _clustered_sample(rng, *, clusters: int, per_cluster: int, icc: float):
     return values, labels
 
 
+@pytest.mark.slow
 def test_cluster_bootstrap_covers_at_within_conversation_correlation_0_4():
     import random
 

@@ -93,7 +93,7 @@ def _progress_step(message):
 
 
 def test_metric_messages_batched_to_ten_per_second(daphne_server, organization, make_user, settings):
-    from training.broadcast import broadcast_job_update
+    from core.broadcast import broadcast_job_update
 
     user = make_user("eng", organization)
     job = make_running_job(organization, status="training", created_by=user)

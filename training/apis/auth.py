@@ -8,8 +8,8 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from training.apis.common import OrganizationScopedMixin
-from training.permissions import IsOrganizationMember
+from core.apis import OrganizationScopedMixin
+from core.permissions import IsOrganizationMember
 from training.serializers import MeSerializer, WsTicketSerializer
 from training.ws_auth import ws_ticket_issue
 

@@ -5,7 +5,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from training import selectors
-from training.apis.common import OrganizationScopedMixin
+from core.apis import OrganizationScopedMixin
 from training.errors import DatasetTooLarge
 from training.models import Dataset
 from training.serializers import DatasetDetailSerializer, DatasetSerializer, DatasetUploadSerializer

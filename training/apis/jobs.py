@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from training import selectors
-from training.apis.common import OrganizationScopedMixin, query_params
+from core.apis import OrganizationScopedMixin, query_params
 from training.models import Dataset, JobTemplate, TrainingJob
 from training.serializers import (
     CheckpointSerializer,

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from training import selectors
-from training.apis.common import MetricPagination, query_params
+from core.apis import MetricPagination, query_params
 from training.apis.jobs import JobScopedMixin
 from training.serializers import (
     MetricPointSerializer,

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from gpu_worker.presets import PRESETS
 from training import selectors
 from training.services import templates as job_templates
-from training.apis.common import OrganizationScopedMixin
+from core.apis import OrganizationScopedMixin
 from training.models import JobTemplate
 from training.serializers import JobTemplateSerializer, PresetSerializer
 

@@ -12,7 +12,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from training.apis.common import OrganizationScopedMixin
+from core.apis import OrganizationScopedMixin
+from core.errors import DomainError
 from training.apis.jobs import JobScopedMixin
 
 
@@ -75,8 +76,6 @@ class ValidationCompareApi(OrganizationScopedMixin, APIView):
         if comparison is None:
             raise Http404("no such job")
         if comparison["validation_data_differs"]:
-            from training.errors import DomainError
-
             error = DomainError(
                 "the two reports were measured on different validation data; their figures cannot be compared "
                 "(validate both jobs on the same dataset's validation split)", code="validation_data_differs",

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.json_scan import json_nesting
 from training.errors import DatasetImportError
 
 BRIGHTRUN_FORMAT = "brightrun-lora-v4"
@@ -117,24 +118,8 @@ def decode_text(raw: bytes) -> str:
 def _ends_cut_off(text: str) -> bool:
     """True when the text ends inside a string or with brackets still open: it looks truncated.
     Only called after a parse error, so its pure-Python scan never slows a good import."""
-    depth = 0
-    in_string = False
-    escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-    return in_string or depth > 0
+    nesting = json_nesting(text)
+    return nesting.in_string or nesting.open > 0
 
 
 def _too_deep(where: str) -> DatasetImportError:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from training.errors import DomainError
+from core.errors import DomainError
 
 NOTES_MAX_CHARS = 10_000
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"

@@ -5,10 +5,8 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import secrets
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -17,10 +15,10 @@ from django.utils import timezone
 
 from billing import services as billing
 from gpu_worker.contracts import JobSpec
-from gpu_worker.presets import PRESETS, ConfigError, resolve_hyperparameters
+from core.job_config import JobConfigError, job_config_resolve
 from training import states
-from training.broadcast import broadcast_job_update
-from training.errors import DomainError
+from core.broadcast import broadcast_job_update
+from core.errors import DomainError
 from training.services.job_inputs import notes_check
 from training.services.outbox import outbox_add, outbox_relay
 from training.models import JobEvent, TrainingJob
@@ -32,44 +30,12 @@ BUDGET_STOP = "budget_cap"
 MAX_GPUS_PER_POD = 8  # RunPod's largest pods
 
 
-class JobConfigError(DomainError):
-    code = "invalid_job_config"
-
-
 class JobStateError(DomainError):
     code = "invalid_job_state"
     http_status = 409
 
 
 # --------------------------------------------------------------------------- create
-
-def model_max_context(base_model: str) -> int | None:
-    """The base model's context length, read from its config.json when it is a local folder
-    (no torch needed). Hub ids are checked on the pod."""
-    config = Path(base_model) / "config.json"
-    try:
-        data = json.loads(config.read_text())
-    except (OSError, ValueError):
-        return None
-    value = data.get("max_position_embeddings")
-    return int(value) if isinstance(value, int) else None
-
-
-def job_config_resolve(*, preset: str, overrides: dict[str, Any], base_model: str):
-    """The preset plus overrides, validated against the model. A preset's max_seq_len longer than
-    the model's context is shortened to fit; an explicit override that does not fit is an error."""
-    context = model_max_context(base_model)
-    overrides = dict(overrides or {})
-    if preset not in PRESETS:
-        raise JobConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}", detail={"field": "preset"})
-    if context and "max_seq_len" not in overrides and PRESETS[preset].hyperparameters.max_seq_len > context:
-        overrides["max_seq_len"] = context
-    try:
-        return resolve_hyperparameters(preset, overrides, model_max_context=context)
-    except ConfigError as exc:
-        raise JobConfigError("invalid training configuration: " + "; ".join(exc.errors),
-                             detail={"errors": exc.errors}) from exc
-
 
 _FALLBACK_KEYS = {"gpu_type", "cloud_type", "spot", "bid_per_gpu"}
 

@@ -54,7 +54,3 @@ def outbox_relay(*, ids: list[int] | None = None, limit: int = BATCH) -> int:
                                                        last_error="")
         sent += 1
     return sent
-
-
-def outbox_pending() -> int:
-    return OutboxMessage.objects.filter(sent_at__isnull=True).count()

@@ -24,7 +24,7 @@ from billing import services as billing
 from gpu_worker import contracts
 from gpu_worker.contracts import PodEvent
 from training import states
-from training.broadcast import job_updates_collected, publish_job_updates
+from core.broadcast import job_updates_collected, publish_job_updates
 from training.models import Checkpoint, TrainingJob
 from training.selectors import checkpoint_live
 from training.services.jobs import job_move, job_stopped, stop_reason
@@ -44,7 +44,7 @@ class IngestResult:
                       # job, any event but a late metrics/checkpoint/log one inside the late window)
     status: str
     # With publish=False: the committed live updates the caller must publish
-    # (training.broadcast.publish_job_updates).
+    # (core.broadcast.publish_job_updates).
     live: tuple = ()
     job_id: str = ""
     organization_id: Any = None
@@ -182,7 +182,7 @@ def pod_event_ingest(*, job_id, event: PodEvent, publish: bool = True) -> Ingest
 
     Its live updates go to the channel layer after commit; with `publish=False` (the async webhook
     view) they are returned in `live` for the caller to send with
-    `training.broadcast.publish_job_updates`, unless an
+    `core.broadcast.publish_job_updates`, unless an
     outer transaction is still open (then they still wait for its commit here)."""
     live: list[dict[str, Any]] = []
     # Returning the live updates (publish=False) covers the ones sent on commit too (a move's
@@ -219,7 +219,7 @@ def pod_event_ingest(*, job_id, event: PodEvent, publish: bool = True) -> Ingest
     for payload in live:
         if payload["kind"] == "metrics":
             # One message instead of two: the job's consumer splits it (training.consumers) and the
-            # organization's list gets the progress alone (training.broadcast.publish_job_updates).
+            # organization's list gets the progress alone (core.broadcast.publish_job_updates).
             payload["progress"] = progress
     if collect:
         # What went out on commit went first before, and still does; another job's (none today)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from training.errors import DomainError
+from core.errors import DomainError
 from training.models import JobTemplate
-from training.services.jobs import job_config_resolve
+from core.job_config import job_config_resolve
 
 FIELDS = ("name", "description", "base_model", "preset", "overrides", "gpu_type", "cloud_type", "spot")
 

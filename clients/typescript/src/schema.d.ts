@@ -79,7 +79,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * @description The jobs API's organization scoping (training.apis.common), with billing's own write rule:
+         * @description The jobs API's organization scoping (core.apis), with billing's own write rule:
          *     every member reads, and may ask for an estimate; budget managers and admins change budgets
          *     (`require_budget_writer`), not engineers.
          */
@@ -100,7 +100,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * @description The jobs API's organization scoping (training.apis.common), with billing's own write rule:
+         * @description The jobs API's organization scoping (core.apis), with billing's own write rule:
          *     every member reads, and may ask for an estimate; budget managers and admins change budgets
          *     (`require_budget_writer`), not engineers.
          */
@@ -171,7 +171,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * @description The jobs API's organization scoping (training.apis.common), with billing's own write rule:
+         * @description The jobs API's organization scoping (core.apis), with billing's own write rule:
          *     every member reads, and may ask for an estimate; budget managers and admins change budgets
          *     (`require_budget_writer`), not engineers.
          */
@@ -192,14 +192,14 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * @description The jobs API's organization scoping (training.apis.common), with billing's own write rule:
+         * @description The jobs API's organization scoping (core.apis), with billing's own write rule:
          *     every member reads, and may ask for an estimate; budget managers and admins change budgets
          *     (`require_budget_writer`), not engineers.
          */
         get: operations["v1_budgets_list"];
         put?: never;
         /**
-         * @description The jobs API's organization scoping (training.apis.common), with billing's own write rule:
+         * @description The jobs API's organization scoping (core.apis), with billing's own write rule:
          *     every member reads, and may ask for an estimate; budget managers and admins change budgets
          *     (`require_budget_writer`), not engineers.
          */
@@ -218,7 +218,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * @description The jobs API's organization scoping (training.apis.common), with billing's own write rule:
+         * @description The jobs API's organization scoping (core.apis), with billing's own write rule:
          *     every member reads, and may ask for an estimate; budget managers and admins change budgets
          *     (`require_budget_writer`), not engineers.
          */
@@ -226,7 +226,7 @@ export interface paths {
         put?: never;
         post?: never;
         /**
-         * @description The jobs API's organization scoping (training.apis.common), with billing's own write rule:
+         * @description The jobs API's organization scoping (core.apis), with billing's own write rule:
          *     every member reads, and may ask for an estimate; budget managers and admins change budgets
          *     (`require_budget_writer`), not engineers.
          */
@@ -234,7 +234,7 @@ export interface paths {
         options?: never;
         head?: never;
         /**
-         * @description The jobs API's organization scoping (training.apis.common), with billing's own write rule:
+         * @description The jobs API's organization scoping (core.apis), with billing's own write rule:
          *     every member reads, and may ask for an estimate; budget managers and admins change budgets
          *     (`require_budget_writer`), not engineers.
          */

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.services import organization_get_or_create, system_user
 from training import states
-from training.errors import DomainError
+from core.errors import DomainError
 from training.models import Dataset, TrainingJob
 from training.services.jobs import job_create
 

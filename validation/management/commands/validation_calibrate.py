@@ -3,7 +3,7 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from training.errors import DomainError
+from core.errors import DomainError
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import PageNumberPagination
 
-from training.permissions import Actor, CanRunJobsOrReadOnly, IsOrganizationMember, actor_for_request
+from core.permissions import Actor, CanRunJobsOrReadOnly, IsOrganizationMember, actor_for_request
 
 
 class PagePagination(PageNumberPagination):

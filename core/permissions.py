@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from accounts.models import Membership, Organization, Role
@@ -76,10 +75,3 @@ class CanRunJobsOrReadOnly(BasePermission):
         if actor is None:
             return False
         return request.method in SAFE_METHODS or actor.can_run_jobs
-
-
-def require_job_runner(actor: Actor | None) -> Actor:
-    """For the dashboard's views: raise unless the actor may run jobs."""
-    if actor is None or not actor.can_run_jobs:
-        raise PermissionDenied(CanRunJobsOrReadOnly.message)
-    return actor
