@@ -71,9 +71,18 @@ def job_detail(request, pk):
     if job is None:
         raise Http404("no such job")
     snapshot = selectors.job_snapshot(job=job)
+    validation = None
+    if job.status == states.COMPLETED:
+        from validation import selectors as validation_selectors
+
+        document = validation_selectors.validation_report(job=job)
+        if document is not None:
+            validation = {"headline": document["headline"], "verdict": document["verdict"].get("verdict"),
+                          "verdict_label": document["verdict"].get("label"), "gates": document["gates"]}
     return render(request, "dashboard/job_detail.html", _ctx(
-        request, job=job, snapshot=snapshot, stages=STAGES, evaluation=selectors.job_evaluation(job),
-        stage_index=[s for s, _ in STAGES].index(job.stage) if job.stage in dict(STAGES) else -1,
+        request, job=job, snapshot=snapshot, stages=dash.stage_strip(job, STAGES), validation=validation,
+        evaluation=[(k.replace("_", " "), dash.human(v)) for k, v in selectors.job_evaluation(job).items()],
+        hyperparameters=[(k.replace("_", " "), dash.human(v)) for k, v in (job.hyperparameters or {}).items()],
         retries=list(job.retries.order_by("-created_at").values("id", "name", "status")[:5]),
     ))
 

@@ -119,3 +119,23 @@ def test_new_job_page_lists_datasets_and_templates(browser_as, organization):
     JobTemplate.objects.create(organization=organization, name="nightly", preset="conservative")
     page = client.get("/jobs/new/").content.decode()
     assert str(dataset.pk) in page and "nightly" in page
+
+
+def test_job_page_stage_strip_is_exact_for_final_states_and_values_are_formatted(browser_as, organization):
+    client = browser_as("eng", organization)
+    failed = make_running_job(organization, status="failed", name="failed-in-training", error_class="oom",
+                              error_message="Out of memory", stage="training")
+    cancelled = make_running_job(organization, status="cancelled", name="cancelled-job", stage="model_loading")
+    done = make_running_job(organization, status="completed", name="stopped-job", stage="evaluating",
+                            stop_requested=True)
+    TrainingJob.objects.filter(pk=done.pk).update(hyperparameters={"learning_rate": 0.000123456, "lora_r": 16},
+                                                  result={"eval": {"val_perplexity": 3.14159265, "extra": {"a": 1}}})
+    page = client.get(f"/jobs/{failed.pk}/").content.decode()
+    assert 'data-stage="preprocessing" class="done"' in page and 'data-stage="training" class="failed"' in page
+    assert 'data-stage="finalizing" class=""' in page
+    page = client.get(f"/jobs/{cancelled.pk}/").content.decode()
+    assert 'data-stage="model_loading" class="cancelled"' in page and 'data-stage="training" class=""' in page
+    page = client.get(f"/jobs/{done.pk}/").content.decode()
+    assert 'data-stage="training" class="done stopped"' in page and "stopped early" in page
+    assert 'data-stage="evaluating" class="done"' in page
+    assert "1.23e-04" in page and "3.142" in page and "3.14159265" not in page and "{'a'" not in page

@@ -66,14 +66,20 @@
     if (s === "completed") $("job-progress").style.width = "100%";
     if (terminal) $("job-eta").textContent = "–";
     if (STAGES.includes(s)) setStage(s);
-    if (s === "completed") document.querySelectorAll("#stages li").forEach((li) => { li.className = "done"; });
+    else if (s === "failed" || s === "cancelled") setStage(null);
+    if (s === "completed") document.querySelectorAll("#stages li").forEach((li) => { if (!/done/.test(li.className)) li.className = "done"; });
   }
 
+  let stageAt = STAGES.findIndex((s, i) => /current|failed|cancelled/.test(document.querySelectorAll("#stages li")[i].className));
+  // The strip is exact for final states too: a failed or cancelled job keeps the stage it ended in
+  // marked so (the server drew it first; live messages only move a running job along).
   function setStage(stage) {
     const index = STAGES.indexOf(stage);
-    if (index < 0) return;
+    if (index >= 0) stageAt = index;
+    if (status === "completed") return;
+    const mark = status === "failed" || status === "cancelled" ? status : "current";
     document.querySelectorAll("#stages li").forEach((li, i) => {
-      li.className = i < index ? "done" : i === index ? "current" : "";
+      li.className = i < stageAt ? "done" : i === stageAt ? mark : "";
     });
   }
 
