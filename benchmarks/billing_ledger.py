@@ -138,7 +138,7 @@ def run(clock, server, tasks) -> None:
     from training.providers import clear_provider_cache
     from training.services import pods
     from training.services.datasets import dataset_import
-    from training.services.jobs import _move, job_cancel, job_create
+    from training.services.jobs import job_cancel, job_create, job_move
 
     clear_provider_cache()
     org = organization_get_or_create(slug="ledger-bench")
@@ -191,7 +191,7 @@ def run(clock, server, tasks) -> None:
                 TrainingJob.objects.filter(pk=job.pk).update(last_event_at=clock())
                 up = now - pod["_created"]
                 if job.status == states.PROVISIONING and up >= BOOT_S:
-                    _to(job, states.TRAINING, _move)
+                    _to(job, states.TRAINING, job_move)
                 elif job.status == states.TRAINING:
                     done = sum(trained.values())
                     trained[job.attempt] = trained.get(job.attempt, 0) + TICK_S
@@ -201,7 +201,7 @@ def run(clock, server, tasks) -> None:
                     elif sc.get("cancel_at") and done >= sc["cancel_at"]:
                         job_cancel(job_id=job.pk)
                     elif done >= sc["train_s"]:
-                        _to(job, states.COMPLETED, _move)
+                        _to(job, states.COMPLETED, job_move)
             job.refresh_from_db()
             cost = JobCost.objects.get(job=job)
             if job.is_terminal and cost.settled_at is not None and not tasks.queue:
@@ -271,10 +271,10 @@ def _old_metering(job):
 def _to(job, status, move):
     from django.db import transaction
 
-    from training.models import TrainingJob
+    from training.services.jobs import job_lock
 
     with transaction.atomic():
-        locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
+        locked = job_lock(job.pk)
         move(locked, status, reason=f"scripted pod: {status}")
 
 

@@ -77,7 +77,7 @@ def seed(n_jobs: int) -> dict:
     from training.models import TrainingJob
     from training.providers import pod_name
     from training.services.datasets import dataset_import
-    from training.services.jobs import _move
+    from training.services.jobs import job_lock, job_move
 
     org = organization_get_or_create(slug="bench", name="Bench")
     user = get_user_model().objects.create_user("bench", password="bench-pass-1")
@@ -91,10 +91,10 @@ def seed(n_jobs: int) -> dict:
             preset="balanced", hyperparameters={"num_epochs": 1}, provider="runpod", gpu_type="NVIDIA H100 80GB HBM3",
             status="queued", attempt=1, webhook_secret=pysecrets.token_urlsafe(32))
         with transaction.atomic():
-            job = TrainingJob.objects.select_for_update().get(pk=job.pk)
+            job = job_lock(job.pk)
             job.pod_name = job.pod_id = pod_name(job.pk, 1)
             job.launched_at = job.created_at
-            _move(job, "provisioning", reason="bench launch")
+            job_move(job, "provisioning", reason="bench launch")
         job_cost_create(job=job)
         jobs.append({"id": str(job.pk), "secret": job.webhook_secret})
     store = import_module(settings.SESSION_ENGINE).SessionStore()

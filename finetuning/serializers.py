@@ -22,6 +22,7 @@ from finetuning.selectors import (
 from finetuning.services import OPENAI_HYPERPARAMETERS, JobRequest
 from gpu_worker.presets import DEFAULT_PRESET, PRESETS
 from training.models import Checkpoint, JobEvent
+from training.services.job_inputs import JobInputError, base_model_check
 
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 METADATA_MAX_KEYS = 16
@@ -34,13 +35,18 @@ def ts(value) -> int | None:
 # --------------------------------------------------------------------------- input
 
 def model_is_known(model: str) -> bool:
-    """A base model a job may name: DEFAULT_BASE_MODEL, a local model folder, or a hub id matching
-    FINETUNING_MODEL_PATTERNS (nothing is downloaded or looked up)."""
+    """A base model a job may name: DEFAULT_BASE_MODEL, a hub id matching FINETUNING_MODEL_PATTERNS,
+    or a model folder under MODELS_DIR (the same folder rule as the jobs API, job_inputs.base_model_check);
+    nothing is downloaded or looked up."""
     if model == settings.DEFAULT_BASE_MODEL:
         return True
-    if model.startswith(("/", ".", "~")):
-        return (Path(model).expanduser() / "config.json").is_file()
-    return any(re.fullmatch(pattern, model) for pattern in settings.FINETUNING_MODEL_PATTERNS)
+    if any(re.fullmatch(pattern, model) for pattern in settings.FINETUNING_MODEL_PATTERNS):
+        return True
+    try:
+        resolved = base_model_check(model)
+    except JobInputError:
+        return False
+    return Path(resolved).is_dir()
 
 
 def _json_type(value) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,12 @@ SPEC_VERSION = 1
 
 # Job stages as the pod reports them, in order. The control plane's job states add
 # queued/provisioning before and completed/failed/cancelled/interrupted around these.
-STAGES = ("preprocessing", "model_loading", "training", "finalizing", "evaluating")
+STAGE_PREPROCESSING = "preprocessing"
+STAGE_MODEL_LOADING = "model_loading"
+STAGE_TRAINING = "training"
+STAGE_FINALIZING = "finalizing"
+STAGE_EVALUATING = "evaluating"
+STAGES = (STAGE_PREPROCESSING, STAGE_MODEL_LOADING, STAGE_TRAINING, STAGE_FINALIZING, STAGE_EVALUATING)
 
 # Event types a pod sends.
 EVENT_STAGE_CHANGED = "stage_changed"
@@ -202,6 +208,15 @@ class PodEvent:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def payload(self):
+        """`data` as its type's dataclass (PAYLOADS), parsed once; raises PayloadError."""
+        parsed = self.__dict__.get("_payload")
+        if parsed is None:
+            parsed = PAYLOADS[self.type].parse(self.data, self.step)
+            object.__setattr__(self, "_payload", parsed)
+        return parsed
+
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
 
@@ -214,7 +229,9 @@ class PodEvent:
             raise ValueError(f"event is missing field(s): {', '.join(missing)}")
         if data["type"] not in EVENT_TYPES:
             raise ValueError(f"unknown event type {data['type']!r}")
-        return cls(
+        if data.get("data") is not None and not isinstance(data["data"], dict):
+            raise ValueError("event data must be a JSON object")
+        event = cls(
             event_id=str(data["event_id"]),
             job_id=str(data["job_id"]),
             attempt=int(data["attempt"]),
@@ -224,6 +241,203 @@ class PodEvent:
             step=int(data.get("step") or 0),
             data=dict(data.get("data") or {}),
         )
+        return event
+
+
+# --------------------------------------------------------------------------- event payloads
+# Every event type's `data`, as a dataclass. The control plane parses an event once, at the
+# webhook (`event.payload` after `PodEvent.from_dict`, training.webhooks); a payload that does not
+# fit is refused there (400, the message says which field). Unknown extra keys are kept in `data` (the audit row) and
+# ignored. The pod still sends plain dicts (the wire format is unchanged).
+
+# What one metrics point may carry besides its step.
+METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "epoch", "gpu_memory_mb", "eta_s", "total_steps",
+               "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
+
+
+class PayloadError(ValueError):
+    pass
+
+
+def _num(data: dict, key: str, where: str, *, kind=float):
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if kind is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        if kind is float and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise PayloadError(f"{where}.{key} must be a number, not {value!r}")
+    return kind(value)
+
+
+def _str(data: dict, key: str, where: str, default: str = "") -> str:
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise PayloadError(f"{where}.{key} must be a string, not {type(value).__name__}")
+    return str(value)
+
+
+def _obj(data: dict, key: str, where: str) -> dict:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{where}.{key} must be an object, not {type(value).__name__}")
+    return value
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class StagePayload:
+    stage: str  # one of STAGES; another name is stored and ignored
+
+    @classmethod
+    def parse(cls, data: dict, step: int) -> "StagePayload":
+        return cls(stage=_str(data, "stage", "data"))
+
+
+@dataclass(frozen=True)
+class MetricsPayload:
+    """One step's values, or a batch of steps (`data.points`, gpu_worker.events.metrics_batch).
+    `points`: (step, {metric: value}) in the order sent; a step twice keeps its last values."""
+
+    points: tuple[tuple[int, dict[str, Any]], ...]
+    total_steps: int | None = None
+
+    @classmethod
+    def parse(cls, data: dict, step: int) -> "MetricsPayload":
+        raw = data.get("points")
+        if raw is None:
+            points = [(step, _metric_values(data, "data"))]
+        elif not isinstance(raw, list) or not raw:
+            raise PayloadError("data.points must be a non-empty list of metric points")
+        else:
+            points = []
+            for i, point in enumerate(raw):
+                where = f"data.points[{i}]"
+                if not isinstance(point, dict):
+                    raise PayloadError(f"{where} must be an object")
+                point_step = _num(point, "step", where, kind=int)
+                if point_step is None:
+                    raise PayloadError(f"{where}.step is missing")
+                points.append((point_step, _metric_values(point, where)))
+        points = list(dict(points).items())  # a step twice in one batch: its last values, everywhere
+        return cls(points=tuple(points), total_steps=_num(data, "total_steps", "data", kind=int))
+
+
+def _metric_values(data: dict, where: str) -> dict[str, Any]:
+    out = {}
+    for key in METRIC_KEYS:
+        if key in data:
+            value = data[key]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise PayloadError(f"{where}.{key} must be a number or null, not {value!r}")
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class CheckpointPayload:
+    step: int
+    uri: str
+    bytes: int = 0
+    epoch: float | None = None
+    valid_loss: float | None = None  # None when absent or not finite
+
+    @classmethod
+    def parse(cls, data: dict, step: int) -> "CheckpointPayload":
+        at = _num(data, "step", "data", kind=int)
+        return cls(step=step if at is None else at, uri=_str(data, "uri", "data"),
+                   bytes=_num(data, "bytes", "data", kind=int) or 0, epoch=_num(data, "epoch", "data"),
+                   valid_loss=_finite(_num(data, "valid_loss", "data")))
+
+
+@dataclass(frozen=True)
+class LogPayload:
+    level: str = "info"
+    message: str = ""
+
+    @classmethod
+    def parse(cls, data: dict, step: int) -> "LogPayload":
+        return cls(level=_str(data, "level", "data", "info"), message=_str(data, "message", "data"))
+
+
+@dataclass(frozen=True)
+class CompletedPayload:
+    """The run's summary (gpu_worker.runner's `_finalize`); `result` is all of it, kept on the job."""
+
+    adapter_uri: str
+    total_steps: int | None
+    final_step: int | None
+    result: dict[str, Any]
+
+    @classmethod
+    def parse(cls, data: dict, step: int) -> "CompletedPayload":
+        artifacts, final = _obj(data, "artifacts", "data"), _obj(data, "final_metrics", "data")
+        # The pod sends artifacts.adapter_uri; `adapter_uri` at the top (and artifacts.adapter) are
+        # the older spellings, still accepted.
+        adapter = (_str(data, "adapter_uri", "data") or _str(artifacts, "adapter_uri", "data.artifacts")
+                   or _str(artifacts, "adapter", "data.artifacts"))
+        total = _num(final, "total_steps", "data.final_metrics", kind=int) or _num(data, "total_steps", "data", kind=int)
+        return cls(adapter_uri=adapter, total_steps=total or None,
+                   final_step=_num(final, "step", "data.final_metrics", kind=int), result=dict(data))
+
+
+@dataclass(frozen=True)
+class FailedPayload:
+    error_class: str = "unknown"
+    message: str = ""
+    suggestion: str = ""
+    fix: dict[str, Any] = field(default_factory=dict)
+    traceback_tail: str = ""
+
+    @classmethod
+    def parse(cls, data: dict, step: int) -> "FailedPayload":
+        return cls(error_class=_str(data, "error_class", "data", "unknown"), message=_str(data, "message", "data"),
+                   suggestion=_str(data, "suggestion", "data"), fix=dict(_obj(data, "fix", "data")),
+                   traceback_tail=_str(data, "traceback_tail", "data"))
+
+
+@dataclass(frozen=True)
+class InterruptedPayload:
+    checkpoint_uri: str | None = None
+    checkpoint_step: int = 0
+    reason: str = ""
+
+    @classmethod
+    def parse(cls, data: dict, step: int) -> "InterruptedPayload":
+        return cls(checkpoint_uri=_str(data, "checkpoint_uri", "data") or None,
+                   checkpoint_step=_num(data, "checkpoint_step", "data", kind=int) or 0,
+                   reason=_str(data, "reason", "data"))
+
+
+@dataclass(frozen=True)
+class HeartbeatPayload:
+    @classmethod
+    def parse(cls, data: dict, step: int) -> "HeartbeatPayload":
+        return cls()
+
+
+PAYLOADS: dict[str, type] = {
+    EVENT_STAGE_CHANGED: StagePayload,
+    EVENT_METRICS: MetricsPayload,
+    EVENT_CHECKPOINT_SAVED: CheckpointPayload,
+    EVENT_LOG: LogPayload,
+    EVENT_COMPLETED: CompletedPayload,
+    EVENT_FAILED: FailedPayload,
+    EVENT_INTERRUPTED: InterruptedPayload,
+    EVENT_HEARTBEAT: HeartbeatPayload,
+}
 
 
 @dataclass(frozen=True)

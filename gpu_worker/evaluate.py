@@ -278,7 +278,7 @@ def full_evaluation(model, tokenizer, spec, *, val_rows: list[dict[str, Any]],
     check()
 
     if val_rows:
-        emotion_items = pod_eval.emotion_recognition_items(val_rows)
+        emotion_items = pod_eval.emotion_recognition_items(val_rows, seed=seed)
         unmapped = pod_eval.unmapped_emotion_labels(val_rows)
         if emotion_items:
             chosen = spread(emotion_items, spec.eval_max_emotion_items)

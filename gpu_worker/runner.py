@@ -7,7 +7,6 @@ as `failed` with a suggested fix; the exit code is EXIT_FAILED.
 """
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from .contracts import (
     JobSpec,
 )
 from .events import EventSender
+from .faults import HOOK_NAMES, FaultInjector
 from .failures import (
     ControlPlaneUnreachable,
     DatasetUnreachable,
@@ -44,7 +44,7 @@ log = logging.getLogger("gpu_worker")
 
 TEST_HOOKS_ENV = "BRIGHTRUN_ALLOW_TEST_HOOKS"
 WORK_DIR_ENV = "BRIGHTRUN_WORK_DIR"
-TEST_HOOK_NAMES = ("oom_at_step", "nan_at_step", "sigterm_at_step", "sleep_per_step_s", "disk_full_at_stage")
+TEST_HOOK_NAMES = HOOK_NAMES  # gpu_worker.faults
 
 
 class Interrupted(Exception):
@@ -79,7 +79,7 @@ class JobRun:
         if self.dist.enabled:
             self.work_dir = self.work_dir / f"rank-{self.dist.rank}"
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.hooks = dict(spec.test_hooks) if os.environ.get(TEST_HOOKS_ENV) == "1" else {}
+        self.faults = FaultInjector(dict(spec.test_hooks) if os.environ.get(TEST_HOOKS_ENV) == "1" else {})
         self.stop = StopFlag()
         self.started = time.time()
         self.trainer = None
@@ -103,8 +103,7 @@ class JobRun:
         self.stage = stage
         log.info("stage %s", stage)
         self.emit(EVENT_STAGE_CHANGED, {"stage": stage})
-        if self.hooks.get("disk_full_at_stage") == stage:
-            raise OSError(errno.ENOSPC, f"No space left on device (test hook disk_full_at_stage={stage})")
+        self.faults.entering(stage)
 
     def check_stop(self) -> None:
         if self.stop.is_set():
@@ -226,19 +225,23 @@ class JobRun:
         return read_jsonl(path)
 
     def _stages(self) -> dict[str, Any]:
-        import random
+        """The five stages in order, each a method (as torchtune's recipes split theirs); `st`
+        carries what one stage hands the next."""
+        st = _StageState()
+        self._preprocess(st)
+        self._load_model(st)
+        self._train(st)
+        if not self._finalize(st):
+            return {}
+        return self._evaluate(st)
 
-        import numpy as np
-        import torch
-
-        from . import checkpoints, evaluate, modeling
+    def _preprocess(self, st: "_StageState") -> None:
+        """Resolve the model and the device plan, tokenize and pack both splits."""
         from . import loss as losses
-        from .data import PackedDataset, read_jsonl, tokenize_all
-        from .trainer import Trainer
+        from . import modeling
+        from .data import PackedDataset, tokenize_all
 
         spec, hp = self.spec, self.hp
-
-        # ---------------------------------------------------------------- preprocessing
         self.enter("preprocessing")
         t0 = time.time()
         source, _ = modeling.resolve_model_source(spec.base_model)
@@ -286,8 +289,31 @@ class JobRun:
         }
         self.emit(EVENT_LOG, {"level": "info", "message": "preprocessing done", "stage": self.stage,
                               **preprocessing})
+        st.source = source
+        st.plan = plan
+        st.dist = dist
+        st.parallel = parallel
+        st.loss_impl = loss_impl
+        st.tokenizer = tokenizer
+        st.data = data
+        st.val_batches = val_batches
+        st.preprocessing = preprocessing
 
-        # ---------------------------------------------------------------- model_loading
+    def _load_model(self, st: "_StageState") -> None:
+        """The base model with its LoRA adapter, the loss and optimizer, the trainer; a resume
+        loads the checkpoint's adapter and training state."""
+        import random
+
+        import numpy as np
+        import torch
+
+        from . import checkpoints, modeling
+        from . import loss as losses
+        from .trainer import Trainer
+
+        spec, hp = self.spec, self.hp
+        source, plan, dist, parallel = st.source, st.plan, st.dist, st.parallel
+        loss_impl, data, val_batches = st.loss_impl, st.data, st.val_batches
         self.enter("model_loading")
         random.seed(hp.seed)
         np.random.seed(hp.seed % 2**32)
@@ -315,7 +341,7 @@ class JobRun:
             model=model, optimizer=None, scheduler=None, data=data, hp=hp, device=device,
             emit=lambda t, d, step: self.events.emit(t, d, step=step), stop=self.stop,
             work_dir=self.work_dir, output_uri=spec.output_uri, checkpoint_every=spec.checkpoint_every,
-            keep_checkpoints=spec.keep_checkpoints, hooks=self.hooks, job_id=spec.job_id, attempt=spec.attempt,
+            keep_checkpoints=spec.keep_checkpoints, faults=self.faults, job_id=spec.job_id, attempt=spec.attempt,
             loss_fn=loss_fn, dist=dist, val_batches=val_batches,
         )
         trainer.optimizer = optimizer
@@ -328,8 +354,17 @@ class JobRun:
             for w in warnings + trainer.restore(state, spec.resume_from):
                 self.warn(w)
         self.trainer = trainer
+        st.model = model
+        st.device = device
+        st.loss_fn = loss_fn
+        st.optimizer = optimizer
+        st.trainer = trainer
+        st.rng = rng
 
-        # ---------------------------------------------------------------- training
+    def _train(self, st: "_StageState") -> None:
+        from . import checkpoints
+
+        dist, trainer, rng = st.dist, st.trainer, st.rng
         self.enter("training")
         if rng is not None:
             checkpoints.restore_rng(rng)  # last, so nothing between here and step k+1 draws from it
@@ -348,21 +383,29 @@ class JobRun:
         # still present for the checkpoint's collectives.
         if outcome == "stopped" or trainer.stop_requested():
             raise Interrupted(self.stop.reason)
-        train_seconds = time.time() - train_started
+        st.train_seconds = time.time() - train_started
 
-        # ---------------------------------------------------------------- finalizing
+    def _finalize(self, st: "_StageState") -> bool:
+        """Save and upload the adapter and the metrics; False on ranks other than 0 (done)."""
+        from . import modeling
+
+        spec = self.spec
+        dist, model, trainer, loss_fn = st.dist, st.model, st.trainer, st.loss_fn
+        optimizer, parallel, source, plan = st.optimizer, st.parallel, st.source, st.plan
+        tokenizer, preprocessing = st.tokenizer, st.preprocessing
         adapter_dir = self.work_dir / "adapter"
         with distributed.full_params(loss_fn, dist):  # FSDP: every rank takes part in the gather
             if dist.is_main:
                 self.enter("finalizing")
                 model.save_pretrained(adapter_dir, safe_serialization=True)
         if not dist.is_main:
-            return {}  # rank 0 alone uploads, evaluates and reports
+            return False  # rank 0 alone uploads, evaluates and reports
         # From here on rank 0 is alone: a checkpoint on a late stop must not wait for the others.
         trainer.dist = distributed.SINGLE
         if parallel == "fsdp":
             # The sharded model cannot generate without the other ranks: evaluate from the saved
             # adapter on one GPU (a 4-bit 70B fits in 80 GB when it is not also training).
+            st.loss_fn = st.optimizer = None
             del loss_fn, trainer.loss_fn, optimizer, trainer.optimizer
             model = modeling.reload_for_evaluation(source, plan, adapter_dir, spec.hf_token)
         tokenizer.save_pretrained(adapter_dir)
@@ -372,8 +415,21 @@ class JobRun:
         metrics_path.write_text(json.dumps({"steps": trainer.history, "preprocessing": preprocessing}, indent=1))
         metrics_uri = storage.join(spec.output_uri, "metrics.json")
         storage.upload(metrics_path, metrics_uri)
+        st.model = model
+        st.adapter_dir = adapter_dir
+        st.adapter_uri = adapter_uri
+        st.metrics_uri = metrics_uri
+        return True
 
-        # ---------------------------------------------------------------- evaluating
+    def _evaluate(self, st: "_StageState") -> dict[str, Any]:
+        """Evaluate the adapter on the held-out split; the run's summary (the `completed` event)."""
+        from . import evaluate
+        from .data import read_jsonl, tokenize_all
+
+        spec, hp = self.spec, self.hp
+        model, tokenizer, device, trainer = st.model, st.tokenizer, st.device, st.trainer
+        val_batches, adapter_dir, adapter_uri, metrics_uri = st.val_batches, st.adapter_dir, st.adapter_uri, st.metrics_uri
+        train_seconds, preprocessing, plan = st.train_seconds, st.preprocessing, st.plan
         self.enter("evaluating")
         if not val_batches:
             self.warn("no validation split: perplexity was not measured")
@@ -426,6 +482,16 @@ class JobRun:
             "device": plan.device,
             "quantized_4bit": plan.quantize_4bit,
         }
+
+
+class _StageState:
+    """What the stages of one run hand each other (set by the stage that makes each)."""
+
+    source = plan = dist = parallel = loss_impl = tokenizer = data = preprocessing = None
+    val_batches: list = []
+    model = device = loss_fn = optimizer = trainer = rng = None
+    train_seconds = 0.0
+    adapter_dir = adapter_uri = metrics_uri = None
 
 
 def run_job(spec: JobSpec, work_dir: Path | None = None) -> int:

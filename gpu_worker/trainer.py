@@ -7,9 +7,7 @@ at a step boundary on SIGTERM.
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from . import loss as _loss
 from .contracts import EVENT_CHECKPOINT_SAVED, EVENT_METRICS
 from .data import IGNORE, MicroBatch, PackedDataset
 from .failures import NonFiniteLoss
+from .faults import FaultInjector
 from .loss import DEFAULT_CHUNK_TOKENS
 
 
@@ -79,7 +78,8 @@ class Trainer:
     output_uri: str
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
-    hooks: dict[str, Any] = field(default_factory=dict)
+    # Test faults on cue (gpu_worker.faults); none by default.
+    faults: FaultInjector = field(default_factory=FaultInjector)
     job_id: str = ""
     attempt: int = 0
     # The loss as a module (gpu_worker.loss.loss_module), wrapped in DDP/FSDP on several ranks;
@@ -179,12 +179,7 @@ class Trainer:
         loss = float(sums[0]) / n_loss
         accuracy = float(sums[1]) / n_loss if math.isfinite(float(sums[1])) else None
         step = self.global_step + 1
-        if self.hooks.get("nan_at_step") == step:
-            loss = float("nan")
-        if self.hooks.get("oom_at_step") == step:
-            raise torch.OutOfMemoryError(
-                f"CUDA out of memory. Tried to allocate 2.00 GiB (test hook oom_at_step={step})"
-            )
+        loss = self.faults.loss_at(step, loss)
         if self.first_loss is None:
             self.first_loss = loss
         if not math.isfinite(loss) or loss > max(100.0, 10 * self.first_loss):
@@ -298,10 +293,7 @@ class Trainer:
             self.history.append(metrics)
             self.emit(EVENT_METRICS, metrics, step=self.global_step)
 
-            if self.hooks.get("sigterm_at_step") == self.global_step:
-                os.kill(os.getpid(), signal.SIGTERM)
-            if self.hooks.get("sleep_per_step_s"):
-                time.sleep(float(self.hooks["sleep_per_step_s"]))
+            self.faults.after_step(self.global_step)
 
             best_now = self.best_step == self.global_step and metrics.get("valid_loss") is not None
             if self.global_step % self.checkpoint_every == 0 or epoch_end:

@@ -29,9 +29,9 @@ from django.views.decorators.http import require_POST
 
 from config import json_limits
 from gpu_worker import signing
-from gpu_worker.contracts import PodEvent
+from gpu_worker.contracts import METRIC_KEYS, PodEvent
 from training.broadcast import publish_job_updates
-from training.services.pod_events import METRIC_KEYS, pod_event_ingest
+from training.services.pod_events import pod_event_ingest
 from training.services.webhook_secrets import pod_event_secret
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ def _verify_and_ingest(job_id: uuid.UUID, msg_id: str, headers: dict, body: byte
     try:
         event = PodEvent.from_dict(json_limits.loads(body))
         event_check(event)
+        event.payload  # the typed payload (gpu_worker.contracts.PAYLOADS), parsed once, here
     except (ValueError, TypeError) as exc:
         return _error(400, "malformed", f"invalid event body: {exc}"), None
     if event.job_id != str(job_id) or event.event_id != msg_id:

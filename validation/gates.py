@@ -31,8 +31,8 @@ PASS, FAIL, INCONCLUSIVE, NOT_VALID = "pass", "fail", "inconclusive", "not_valid
 VERDICTS = (PASS, FAIL, INCONCLUSIVE, NOT_VALID)
 
 ADAPTED = "adapted"
-REFERENCE, CANNED, SHUFFLED = "reference", "canned", "shuffled"
-CONTROLS = (REFERENCE, CANNED, SHUFFLED)
+REFERENCE, CANNED, SHUFFLED, WORD_SALAD = "reference", "canned", "shuffled", "word_salad"
+CONTROLS = (REFERENCE, CANNED, SHUFFLED, WORD_SALAD)
 
 BRAND_VOICE = "brand_voice"
 FORGETTING = "forgetting"
@@ -118,10 +118,10 @@ def conversation_of(item_id: str) -> str:
 
 
 def control_replies(item_ids: Sequence[str], references: Sequence[str | None]) -> dict[str, list[str | None]]:
-    """The three controls' replies for the same items, in item order:
-    reference (the dataset's own reply), canned (one constant reply) and shuffled (the reference
+    """The four controls' replies for the same items, in item order:
+    reference (the dataset's own reply), canned (one constant reply), shuffled (the reference
     reply of an item from another conversation: fluent, on-voice, but not an answer to this
-    message). The shuffle is a fixed rotation by the largest conversation's size, so every item
+    message) and word_salad (the reference's own words in a random fixed order). The shuffle is a fixed rotation by the largest conversation's size, so every item
     gets a reply from a different conversation whenever there are at least two."""
     n = len(item_ids)
     sizes: dict[str, int] = {}
@@ -132,7 +132,20 @@ def control_replies(item_ids: Sequence[str], references: Sequence[str | None]) -
     shuffled: list[str | None] = [None] * n
     for pos, j in enumerate(order):
         shuffled[j] = references[order[(pos + shift) % n]] if n else None
-    return {REFERENCE: list(references), CANNED: [CANNED_REPLY] * n, SHUFFLED: shuffled}
+    return {REFERENCE: list(references), CANNED: [CANNED_REPLY] * n, SHUFFLED: shuffled,
+            WORD_SALAD: [word_salad(r, item_id) for r, item_id in zip(references, item_ids)]}
+
+
+def word_salad(text: str | None, item_id: str) -> str | None:
+    """The reference reply's words in an order fixed by the item id: the right vocabulary, no
+    sentence. A judge that calls this on-voice is not reading the replies."""
+    if text is None:
+        return None
+    import random
+
+    words = text.split()
+    random.Random(f"word-salad:{item_id}").shuffle(words)
+    return " ".join(words)
 
 
 # --------------------------------------------------------------------------- relevance and diversity

@@ -82,7 +82,7 @@ def metric_row(m: dict[str, Any]) -> dict[str, Any]:
         "relative_text": rel_text,
         "threshold": m.get("threshold"), "threshold_text": fmt(m.get("threshold"), key) if m.get("threshold") is not None else "–",
         "passed": passed, "conclusive": m.get("conclusive"), "higher_is_better": m.get("higher_is_better", True),
-        "notes": list(m.get("notes") or []),
+        "notes": list(m.get("notes") or []), "extra": m.get("extra") or {},
     })
     wtl = (m.get("extra") or {}).get("win_tie_loss")
     if wtl:
@@ -117,14 +117,25 @@ def gate_row(g: dict[str, Any]) -> dict[str, Any]:
 
 
 def headline(rows: list[dict]) -> str:
-    """The report's one headline sentence: the pairwise comparison of adapted vs base replies, and
-    nothing else (the relative-improvement rows are secondary)."""
+    """The report's one headline sentence, computed from the primary endpoint (pairwise,
+    order-swapped empathy comparison of adapted vs base replies) and nothing else."""
     r = {row["key"]: row for row in rows}.get(scoring.WIN_RATE)
     if r is None or not r["computed"]:
-        return ("No headline: the pairwise comparison of adapted and base replies was not computed"
+        return ("No headline: the pairwise empathy comparison of adapted and base replies was not computed"
                 + (f" ({r['reason']})." if r else "."))
-    return (f"Adapted replies preferred over the base model's in {r['value_text']} {r['ci_text']} of {r['n']} "
-            f"held-out client turns (pairwise judge comparison; ties count as not preferred).")
+    extra = r.get("extra") or {}
+    text = (f"Adapted replies judged more empathic than the base model's in {r['value_text']} {r['ci_text']} of "
+            f"{r['n']} held-out client turns")
+    ref = extra.get("reference_win_tie_loss")
+    if ref:
+        text += f"; the dataset's own replies in {_pct(ref['win']['value'])}"
+    text += "."
+    if r.get("difference_text") and r["difference_text"] != "–":
+        text += f" Net difference (turns won minus turns lost): {r['difference_text']}"
+        mde = extra.get("minimal_detectable_effect")
+        text += (f"; at this n only a difference of {_pct(mde)} or more is reliably detectable." if mde is not None
+                 else ".")
+    return text
 
 
 def _summary_text(verdict: dict[str, Any], rows: list[dict]) -> str:
@@ -202,6 +213,46 @@ def job_cost(job) -> dict[str, Any]:
             "spot": job.spot}
 
 
+CONTROL_NAMES = {"reference": "the dataset's own replies", "canned": "one canned reply",
+                 "shuffled": "replies shuffled across clients", "word_salad": "word salad (the reference's words "
+                 "in random order)"}
+
+
+def judge_validation(controls: list[dict] | None, judge_label: str = "") -> dict[str, Any] | None:
+    """How far the judge can be trusted on this dataset, from its verdicts on the controls of the
+    brand-voice gate: agreement with the references (the share of the dataset's own replies it
+    rates on-voice) and the share of each useless control it rates on-voice. A judge that passes a
+    useless control (word salad above all) makes the gates it decides not valid."""
+    rows = [g for g in controls or [] if g.get("gate") == "brand_voice" and g.get("control")]
+    if not rows:
+        return None
+    by = {g["control"]: g for g in rows}
+    ref = by.get("reference")
+    lines = []
+    if ref is not None:
+        lines.append(f"Agreement with the references: the judge rated {_pct(ref.get('value'))} "
+                     f"{gate_row(ref)['ci_text']} of the dataset's own replies on-voice (n={ref.get('n')}); "
+                     f"their gate: {VERDICT_LABELS.get(ref['verdict'], ref['verdict'])}.")
+    fooled = []
+    for name in ("canned", "shuffled", "word_salad"):
+        g = by.get(name)
+        if g is None:
+            continue
+        lines.append(f"On {CONTROL_NAMES[name]}: {_pct(g.get('value'))} rated on-voice; gate "
+                     f"{VERDICT_LABELS.get(g['verdict'], g['verdict'])}.")
+        if g["verdict"] == "pass":
+            fooled.append(name)
+    trusted = not fooled and (ref is None or ref["verdict"] == "pass")
+    if fooled:
+        lines.append("The judge passes " + ", ".join(CONTROL_NAMES[f] for f in fooled)
+                     + ": the gates it decides are not valid for this dataset.")
+    elif ref is not None and ref["verdict"] != "pass":
+        lines.append("The judge does not pass the dataset's own replies: the gates it decides are not valid.")
+    else:
+        lines.append("The judge passes the dataset's own replies and no useless control: its gates can be read.")
+    return {"judge": judge_label, "trusted": trusted, "fooled_by": fooled, "lines": lines}
+
+
 def report_document(run) -> dict[str, Any]:
     job = run.job
     rows = [metric_row(m) for m in (run.metrics or {}).values()]
@@ -215,6 +266,7 @@ def report_document(run) -> dict[str, Any]:
         "headline": headline(rows),
         "gates": [gate_row(g) for g in verdict.get("gates") or []],
         "controls": [gate_row(g) for g in verdict.get("controls") or []],
+        "judge_validation": judge_validation(verdict.get("controls"), (run.judge or {}).get("label", "")),
         "metrics": rows,
         "metric_details": run.metrics,
         "run": {"id": str(run.pk), "status": run.status, "trigger": run.trigger,
@@ -268,6 +320,68 @@ def _latin1(text: Any) -> str:
     return s.encode("latin-1", "replace").decode("latin-1")
 
 
+def primary_chart_bars(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The page-1 chart's data: for the adapted model (and the dataset's own replies, when judged)
+    against the base, the share of turns won, tied and lost on the primary endpoint."""
+    row = {r["key"]: r for r in document.get("metrics") or []}.get(scoring.WIN_RATE)
+    if not row or not row.get("computed"):
+        return []
+    extra = row.get("extra") or {}
+    bars = []
+    for label, wtl in (("Adapted model vs base", extra.get("win_tie_loss")),
+                       ("Dataset's own replies vs base", extra.get("reference_win_tie_loss"))):
+        if wtl and all(isinstance(wtl.get(k), dict) for k in ("win", "tie", "loss")):
+            bars.append({"label": label, "win": wtl["win"]["value"], "tie": wtl["tie"]["value"],
+                         "loss": wtl["loss"]["value"], "win_ci": [wtl["win"]["low"], wtl["win"]["high"]]})
+    return bars
+
+
+def _pdf_primary_chart(pdf, bars: list[dict[str, Any]], w: float, latin1) -> None:
+    """Horizontal stacked bars (won / tie / lost, share of client turns) with a labelled 0-100% axis
+    and the 95% interval of the win share drawn as a whisker."""
+    label_w, chart_w, bar_h, gap = 52.0, w - 60.0, 6.0, 4.0
+    x0 = pdf.l_margin + label_w
+    pdf.ln(2)
+    pdf.set_font("Helvetica", "B", 8)
+    pdf.cell(w, 5, "Which reply was judged more empathic? Share of held-out client turns", new_x="LMARGIN", new_y="NEXT")
+    y = pdf.get_y() + 1
+    colors = {"win": (46, 125, 50), "tie": (189, 189, 189), "loss": (198, 40, 40)}
+    pdf.set_font("Helvetica", "", 7.5)
+    for bar in bars:
+        pdf.set_xy(pdf.l_margin, y)
+        pdf.cell(label_w - 2, bar_h, latin1(bar["label"]), align="R")
+        x = x0
+        for part in ("win", "tie", "loss"):
+            width = max(0.0, bar[part]) * chart_w
+            if width > 0:
+                pdf.set_fill_color(*colors[part])
+                pdf.rect(x, y, width, bar_h, style="F")
+                if width > 9:
+                    pdf.set_xy(x, y)
+                    pdf.set_text_color(255, 255, 255) if part != "tie" else pdf.set_text_color(0, 0, 0)
+                    pdf.cell(width, bar_h, f"{100 * bar[part]:.0f}%", align="C")
+                    pdf.set_text_color(0, 0, 0)
+            x += width
+        lo, hi = bar["win_ci"]
+        pdf.set_draw_color(0, 0, 0)
+        yc = y + bar_h / 2
+        pdf.line(x0 + lo * chart_w, yc, x0 + hi * chart_w, yc)
+        pdf.line(x0 + lo * chart_w, yc - 1.5, x0 + lo * chart_w, yc + 1.5)
+        pdf.line(x0 + hi * chart_w, yc - 1.5, x0 + hi * chart_w, yc + 1.5)
+        y += bar_h + gap
+    # The axis: 0-100% with ticks every 25%, and its title.
+    pdf.line(x0, y - gap / 2, x0 + chart_w, y - gap / 2)
+    for tick in (0, 25, 50, 75, 100):
+        tx = x0 + tick / 100 * chart_w
+        pdf.line(tx, y - gap / 2, tx, y - gap / 2 + 1.2)
+        pdf.set_xy(tx - 6, y - gap / 2 + 1.2)
+        pdf.cell(12, 3.5, f"{tick}%", align="C")
+    pdf.set_xy(x0, y + 2.5)
+    pdf.cell(chart_w, 4, "share of client turns (green: judged more empathic, grey: tie, red: base preferred; "
+             "line: 95% interval of the green share)", align="C", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+
+
 def render_pdf(document: dict[str, Any]) -> bytes:
     """The report as a PDF (fpdf2: pure Python, core fonts, no system libraries)."""
     from fpdf import FPDF
@@ -297,12 +411,15 @@ def render_pdf(document: dict[str, Any]) -> bytes:
     para(f"Run {document['run']['id']} ({document['run']['trigger']}), finished {document['run']['finished_at']}")
     heading(f"Verdict: {document['verdict'].get('label')}")
     para(document.get("headline", ""), 10, "B")
+    bars = primary_chart_bars(document)
+    if bars:
+        _pdf_primary_chart(pdf, bars, w, _latin1)
     para(document["summary"])
     if document.get("gates") or document.get("controls"):
         heading("Gates and controls")
         para("A gate passes only when its 95% interval clears the bar with enough evidence; it is 'not valid' when "
              "the dataset's own replies fail it or a useless control (one canned reply, replies shuffled across "
-             "clients) passes it.", 8)
+             "clients, word salad) passes it.", 8)
         gcols = (0.22, 0.16, 0.16, 0.22, 0.08, 0.16)
         pdf.set_font("Helvetica", "B", 8)
         for title, c in zip(("Gate", "Replies", "Verdict", "Value [95% CI]", "n", ""), gcols):
@@ -316,6 +433,11 @@ def render_pdf(document: dict[str, Any]) -> bytes:
             pdf.ln()
             if g["checks_text"]:
                 para("    " + g["checks_text"], 7)
+
+    if document.get("judge_validation"):
+        heading("Can the judge be trusted here?")
+        for line in document["judge_validation"]["lines"]:
+            para(line, 8)
 
     heading("Metrics")
     cols = (0.36, 0.14, 0.22, 0.08, 0.2)

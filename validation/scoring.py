@@ -13,7 +13,7 @@ Pure Python (validation.stats); no Django, no torch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from validation import stats
@@ -198,22 +198,55 @@ def criterion_metrics(judge_result: JudgeResult | None, *, missing_reason: str =
     return out
 
 
+Z_ALPHA = 1.959964  # two-sided 5%
+Z_POWER = 0.841621  # 80% power
+
+
+def minimal_detectable_effect(net: stats.Estimate, confidence: float = 0.95) -> float | None:
+    """Smallest true net difference (win rate - loss rate) this n detects with 80% power at the
+    two-sided 5% level: (z_0.975 + z_0.80) x SE, the SE read off the cluster-bootstrap interval
+    (width / (2 x 1.96)). None when the interval is degenerate (no spread to read)."""
+    if net.high <= net.low:
+        return None
+    se = (net.high - net.low) / (2 * Z_ALPHA)
+    return (Z_ALPHA + Z_POWER) * se
+
+
 def win_rate_metric(judge_result: JudgeResult | None, *, missing_reason: str = "", **kw) -> MetricResult:
-    """Adapted vs base pairwise outcomes: headline = win rate; tie and loss rates and the net
-    (win - loss) with CIs in `extra`."""
-    title = "Pairwise: adapted reply preferred over base"
+    """The primary endpoint: adapted vs base replies compared pairwise on empathy by the judge, in
+    both orders (an order-dependent verdict counts as a tie). Headline = win rate; the absolute
+    difference is win rate - loss rate; both with a conversation-level (cluster) bootstrap
+    interval; `extra` holds win/tie/loss, the minimal detectable effect at this n, and, when the
+    judge compared them, the dataset's own replies against the base (the ceiling)."""
+    from validation.gates import conversation_of
+
+    title = "Primary endpoint: adapted reply preferred over base on empathy (pairwise, order-swapped)"
     if judge_result is None:
         return NotComputed(WIN_RATE, title, missing_reason or "no judge ran")
-    outcomes = [p.outcome for p in judge_result.pairwise if p.outcome]
+    done = [p for p in judge_result.pairwise if p.outcome]
     failed = [p.not_computed for p in judge_result.pairwise if not p.outcome]
-    if not outcomes:
+    if not done:
         return NotComputed(WIN_RATE, title, "no comparison succeeded" + (f": {failed[0]}" if failed else ""))
-    wtl = stats.bootstrap_win_tie_loss(outcomes, **kw)
-    notes = [f"judge: {judge_result.label}"]
+    clusters = [conversation_of(p.item_id) for p in done]
+    wtl = stats.bootstrap_win_tie_loss([p.outcome for p in done], clusters=clusters, **kw)
+    mde = minimal_detectable_effect(wtl.net)
+    inconsistent = sum(1 for p in done if p.details.get("consistent") is False)
+    notes = [f"judge: {judge_result.label}",
+             "each pair is judged twice with the order swapped; a verdict that changes with the order is a tie",
+             f"{len(set(clusters))} conversations resampled as units (cluster bootstrap)"]
+    if inconsistent:
+        notes.append(f"{inconsistent} of {len(done)} verdicts changed with the order (counted as ties)")
     if failed:
         notes.append(f"{len(failed)} comparisons could not be made and are left out")
-    return Metric(key=WIN_RATE, title=title, value=wtl.win, notes=tuple(notes),
-                  extra={"win_tie_loss": wtl.to_dict(), "not_compared": len(failed)})
+    extra: dict[str, Any] = {"win_tie_loss": wtl.to_dict(), "not_compared": len(failed),
+                             "conversations": len(set(clusters)), "order_inconsistent": inconsistent,
+                             "minimal_detectable_effect": mde, "criterion": "empathy"}
+    ref = [o for o in (judge_result.settings.get("reference_pairwise") or []) if o.get("outcome")]
+    if ref:
+        ref_wtl = stats.bootstrap_win_tie_loss([o["outcome"] for o in ref],
+                                               clusters=[conversation_of(o["item_id"]) for o in ref], **kw)
+        extra["reference_win_tie_loss"] = ref_wtl.to_dict()
+    return Metric(key=WIN_RATE, title=title, value=wtl.win, difference=wtl.net, notes=tuple(notes), extra=extra)
 
 
 def perplexity_metric(base: Sequence[tuple[float, int]] | None, adapted: Sequence[tuple[float, int]] | None, *,
@@ -241,6 +274,70 @@ def perplexity_metric(base: Sequence[tuple[float, int]] | None, adapted: Sequenc
                                                  "negative is better",))
 
 
+def _most_common(labels: Sequence[str]) -> str | None:
+    if not labels:
+        return None
+    counts: dict[str, int] = {}
+    for x in labels:
+        counts[x] = counts.get(x, 0) + 1
+    return min(counts, key=lambda k: (-counts[k], k))  # ties: alphabetical, so deterministic
+
+
+def emotion_baselines(labels: Sequence[str], positions: Sequence[int], conversations: Sequence[str],
+                      **kw) -> dict[str, Any]:
+    """Accuracy of two guessers that never read the conversation, beside which the models'
+    emotion accuracy must be read:
+    - majority: always the most common label of these items (in-sample, so a generous baseline);
+    - position: for each item, the most common label at the same client-turn position in the
+      *other* conversations (leave one conversation out; the dataset's arcs are scripted, so the
+      position alone can predict much); the overall majority of the others when that position is
+      absent elsewhere.
+    Both with a conversation-level bootstrap interval."""
+    n = len(labels)
+    majority = _most_common(labels)
+    maj_flags = [lab == majority for lab in labels]
+    pos_flags = []
+    for i in range(n):
+        others = [j for j in range(n) if conversations[j] != conversations[i]]
+        same = [labels[j] for j in others if positions[j] == positions[i]]
+        guess = _most_common(same) or _most_common([labels[j] for j in others])
+        pos_flags.append(guess == labels[i])
+    out = {"majority_label": majority,
+           "majority": stats.bootstrap_proportion(maj_flags, clusters=list(conversations), **kw).to_dict()}
+    out["position"] = stats.bootstrap_proportion(pos_flags, clusters=list(conversations), **kw).to_dict()
+    return out
+
+
+def emotion_extras(ctx: dict[str, Any], **kw) -> tuple[dict[str, Any], list[str]]:
+    """Baselines, acc and acc_norm, and the dropped labels for the emotion metric: (extra, notes)."""
+    extra: dict[str, Any] = {}
+    notes: list[str] = []
+    labels, positions, convs = ctx.get("labels"), ctx.get("positions"), ctx.get("conversations")
+    if labels and positions and convs and len(labels) == len(positions) == len(convs):
+        b = emotion_baselines(labels, positions, convs, **kw)
+        extra["baselines"] = b
+        notes.append(f"baselines that never read the conversation: always '{b['majority_label']}' "
+                     f"{b['majority']['value']:.0%} [{b['majority']['low']:.0%}, {b['majority']['high']:.0%}]; "
+                     f"client-turn position alone {b['position']['value']:.0%} "
+                     f"[{b['position']['low']:.0%}, {b['position']['high']:.0%}]; a model is only reading "
+                     "emotions if it beats both")
+    if ctx.get("acc") and ctx.get("acc_norm"):
+        extra["acc"], extra["acc_norm"] = ctx["acc"], ctx["acc_norm"]
+        notes.append("acc (summed log-likelihood): base {:.0%}, adapted {:.0%}; acc_norm (per token): base {:.0%}, "
+                     "adapted {:.0%}".format(ctx["acc"]["base"], ctx["acc"]["adapted"], ctx["acc_norm"]["base"],
+                                             ctx["acc_norm"]["adapted"]))
+    if ctx.get("option_seed") is not None:
+        notes.append(f"options shuffled per item with seed {ctx['option_seed']}")
+    dropped = ctx.get("unmapped_labels")
+    if dropped is not None:
+        extra["unmapped_labels"] = dict(dropped)
+        total = sum(dropped.values())
+        notes.append("labels dropped (they map to no option): "
+                     + (", ".join(f"'{k}' x{v}" for k, v in sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])))
+                        + f" ({total} turns)" if dropped else "none"))
+    return extra, notes
+
+
 @dataclass
 class EvaluationInputs:
     """Everything the report's metrics are computed from. None means "not available"; say why in
@@ -253,6 +350,9 @@ class EvaluationInputs:
     judge_result: JudgeResult | None = None
     perplexity_base: Sequence[tuple[float, int]] | None = None
     perplexity_adapted: Sequence[tuple[float, int]] | None = None
+    # Emotion items' context for the report: canonical labels, client-turn positions, conversations,
+    # the other scoring's flags (acc_norm when acc decided), and the labels dropped as unmapped.
+    emotion_context: dict[str, Any] | None = None
     missing: dict[str, str] = field(default_factory=dict)
 
 
@@ -272,6 +372,10 @@ def build_metrics(inputs: EvaluationInputs, *, thresholds: Thresholds = Threshol
                                         missing_reason=why(BRAND_VOICE, "") or why("judge", ""), **kw),
         WIN_RATE: win_rate_metric(inputs.judge_result, missing_reason=why("judge", ""), **kw),
     }
+    if isinstance(out[EMOTION], Metric) and inputs.emotion_context:
+        extra, notes = emotion_extras(inputs.emotion_context, **kw)
+        out[EMOTION] = replace(out[EMOTION], extra={**out[EMOTION].extra, **extra},
+                               notes=out[EMOTION].notes + tuple(notes))
     out.update(criterion_metrics(inputs.judge_result, missing_reason=why("judge", ""), **kw))
     return out
 

@@ -32,9 +32,26 @@ def validation_runs_brief(*, job, limit: int = 10) -> list[dict[str, Any]]:
                 .values("id", "status", "verdict", "trigger", "created_at", "finished_at", "errors")[:limit])
 
 
+def validation_data_of(job) -> dict[str, Any]:
+    """What a job's report was measured on: its dataset's validation split, identified by the
+    split's fingerprint (the hashes of its conversations), so two datasets with the same held-out
+    conversations compare as the same data."""
+    ds = job.dataset
+    return {"dataset_id": str(ds.pk), "dataset": ds.name, "val_fingerprint": ds.val_fingerprint or None,
+            "val_conversations": ds.val_conversations}
+
+
+def validation_data_differs(sides: list[dict[str, Any]]) -> bool:
+    """True when the sides were not validated on the same held-out conversations (an unknown
+    fingerprint counts as different unless it is the very same dataset)."""
+    keys = {d["val_fingerprint"] or f"dataset:{d['dataset_id']}" for d in (s["validation_data"] for s in sides)}
+    return len(keys) > 1
+
+
 def reports_compare(*, organization, job_ids: list) -> dict[str, Any] | None:
     """Two (or more) jobs' latest reports side by side, metric by metric. None when a job is not
-    the organization's (the caller answers 404)."""
+    the organization's (the caller answers 404). `validation_data_differs` says the figures were
+    measured on different held-out conversations: the API then refuses (409), the page flags it."""
     sides = []
     for job_id in job_ids:
         job = job_for_organization(organization=organization, job_id=job_id)
@@ -42,7 +59,8 @@ def reports_compare(*, organization, job_ids: list) -> dict[str, Any] | None:
             return None
         report = validation_report(job=job)
         sides.append({"job": {"id": str(job.pk), "name": job.name, "base_model": job.base_model,
-                              "dataset": job.dataset.name, "status": job.status}, "report": report})
+                              "dataset": job.dataset.name, "status": job.status}, "report": report,
+                      "validation_data": validation_data_of(job)})
     keys: list[tuple[str, str]] = []
     for side in sides:
         for m in (side["report"] or {}).get("metrics") or []:
@@ -55,4 +73,4 @@ def reports_compare(*, organization, job_ids: list) -> dict[str, Any] | None:
             found = [m for m in ((side["report"] or {}).get("metrics") or []) if m["key"] == key]
             cells.append(found[0] if found else None)
         rows.append({"key": key, "name": name, "cells": cells})
-    return {"reports": sides, "metrics": rows}
+    return {"reports": sides, "metrics": rows, "validation_data_differs": validation_data_differs(sides)}

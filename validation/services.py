@@ -277,9 +277,26 @@ def evaluation_inputs(doc: dict[str, Any] | None, missing_reason: str, judge_res
             notes[key] = (f"accuracy decided by the option's {'summed' if score == 'sum' else 'mean per-token'} "
                           f"log-probability; with the {'mean per-token' if score == 'sum' else 'summed'} score "
                           f"instead: base {alt_b:.1%}, adapted {alt_a:.1%}")
+    emotion_context = None
+    part, _ = _part(doc, "emotion", missing_reason)
+    if part is not None:
+        rows = part.get("items") or []
+        metas = [r.get("meta") or {} for r in rows]
+        emotion_context = {"unmapped_labels": part.get("unmapped_labels")}
+        if rows and all("options" in r for r in rows):
+            emotion_context.update({
+                "labels": [r["options"][r["answer"]] for r in rows],
+                "positions": [m.get("client_turn", m.get("message_index", 0)) for m in metas],
+                "conversations": [str(m.get("conversation_id") or str(r["item_id"]).rsplit("#", 1)[0])
+                                  for r, m in zip(rows, metas)]})
+        if rows and all("n_tokens" in (r.get("base") or {}) for r in rows):
+            emotion_context["acc"] = {m: _accuracy(_flags(part, m, False)) for m in ("base", "adapted")}
+            emotion_context["acc_norm"] = {m: _accuracy(_flags(part, m, True)) for m in ("base", "adapted")}
+        if metas and "option_seed" in metas[0]:
+            emotion_context["option_seed"] = metas[0]["option_seed"]
     if judge_result is None:
         missing["judge"] = judge_missing
-    return scoring.EvaluationInputs(
+    return scoring.EvaluationInputs(emotion_context=emotion_context,
         knowledge_base=choice["knowledge"][0], knowledge_adapted=choice["knowledge"][1],
         emotion_base=choice["emotion"][0], emotion_adapted=choice["emotion"][1], judge_result=judge_result,
         perplexity_base=base_ppl, perplexity_adapted=adapted_ppl, missing=missing), notes

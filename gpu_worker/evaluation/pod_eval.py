@@ -16,6 +16,7 @@ length-normalized variant divides by the number of scored tokens. No free text i
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -114,35 +115,52 @@ def transcript(messages: Iterable[dict[str, Any]], roles: dict[str, str]) -> str
     return "\n\n".join(f"{roles[m['role']]}: {m['content'].strip()}" for m in messages if m.get("role") in roles)
 
 
+def shuffled_options(options: Sequence[str], item_id: str, seed: int | None) -> tuple[str, ...]:
+    """`options` in an order fixed by (seed, item_id): the same on every run and machine, different
+    per item, so no option gains from always being listed first. `seed=None` keeps the order."""
+    if seed is None:
+        return tuple(options)
+    order = list(options)
+    random.Random(f"{seed}:{item_id}").shuffle(order)
+    return tuple(order)
+
+
 def emotion_recognition_items(conversations: Sequence[dict[str, Any]],
-                              labels: EmotionLabels | None = None) -> list[ChoiceItem]:
+                              labels: EmotionLabels | None = None, *, seed: int | None = 0) -> list[ChoiceItem]:
     """One item per client turn with a labelled primary emotion that maps onto the option list.
 
     `conversations` are normalized conversations (docs/dataset-format.md) of the held-out split.
     The conversation up to and including that turn is written out as a transcript inside one user
     message followed by the question: that works with every chat template (no two user messages in a
     row) and keeps the system prompt, which would tell the model how to reply, out of a reading task.
-    Labels that map to no option are skipped; `unmapped_emotion_labels` lists them.
+    The options are shuffled per item with `seed` (`shuffled_options`), in the question text too.
+    Labels that map to no option are skipped; `unmapped_emotion_labels` lists them (the report shows them).
+    `meta` keeps the canonical label and the client-turn position, for the report's baselines.
     """
     labels = labels or load_emotion_labels()
-    options = ", ".join(labels.options)
     items = []
     for conv in conversations:
         msgs = _messages(conv)
+        client_turn = -1
         for i, m in enumerate(msgs):
+            if m.get("role") == "user":
+                client_turn += 1
             if m.get("role") != "user" or not isinstance(m.get("emotion"), dict):
                 continue
             label = labels.canonical(m["emotion"].get("primary"))
             if label is None:
                 continue
+            item_id = f"{conv.get('conversation_id')}#{i}"
+            options = shuffled_options(labels.options, item_id, seed)
             question = labels.question.format(transcript=transcript(msgs[:i + 1], labels.transcript_roles),
-                                              options=options)
+                                              options=", ".join(options))
             items.append(ChoiceItem(
-                item_id=f"{conv.get('conversation_id')}#{i}", kind="emotion",
-                prompt_messages=({"role": "user", "content": question},), options=labels.options,
-                answer=labels.options.index(label),
-                meta={"conversation_id": conv.get("conversation_id"), "message_index": i,
-                      "label": m["emotion"].get("primary"), "labels_version": labels.version}))
+                item_id=item_id, kind="emotion",
+                prompt_messages=({"role": "user", "content": question},), options=options,
+                answer=options.index(label),
+                meta={"conversation_id": conv.get("conversation_id"), "message_index": i, "client_turn": client_turn,
+                      "label": m["emotion"].get("primary"), "canonical_label": label,
+                      "labels_version": labels.version, "option_seed": seed}))
     return items
 
 

@@ -1,5 +1,5 @@
 """Rows for the billing tests: a dataset imported from the sample file, jobs created directly (the
-jobs services are another app's), and audit rows that move a job the way job_transition records it."""
+jobs services are another app's), and audit rows that move a job the way job_move records it."""
 from __future__ import annotations
 
 import contextlib

@@ -13,7 +13,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.net_support import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -75,12 +75,6 @@ def _drop_database(url: str) -> None:
     parts = urlsplit(url)
     with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_image_file_set_installs_and_serves_in_production(tmp_path):
@@ -141,7 +135,7 @@ def test_image_file_set_installs_and_serves_in_production(tmp_path):
         assert "no issues" in run([sys.executable, "-m", "django", "check", "--deploy", "--fail-level", "WARNING"],
                                   elsewhere, installed)
 
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "config.serve", "-b", "127.0.0.1", "-p", str(port),
                                    "config.asgi:application"], cwd=elsewhere, env=installed,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

@@ -8,11 +8,11 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.net_support import free_port, wait_listening
 
 
 def _env(tmp_path, **extra):
@@ -131,23 +131,17 @@ def test_asgi_guard_refuses_by_content_length_before_reading(settings):
 
 
 def _serve(tmp_path, env):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "config.serve", "-b", "127.0.0.1", "-p", str(port),
                              "config.asgi:application"], cwd=REPO_ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("config.serve did not listen")
+    try:
+        wait_listening(port, proc=proc, log=tmp_path / "serve.log")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc, port
 
 
 def _raw(port, head: bytes, body_chunks=(), timeout=20) -> bytes:

@@ -292,10 +292,11 @@ def test_failed_and_budget_stopped_jobs_as_the_client_sees_them(oai, training_fi
     (it kept its checkpoint) and resumes as a new run under the same id."""
     from training import states
     from training.models import TrainingJob
-    from training.services.jobs import job_stop_for_budget, job_transition
+    from tests.jobs.factories import move_locked
+    from training.services.jobs import job_stop_for_budget
 
     failing = oai.fine_tuning.jobs.create(model=LLAMA_70B, training_file=training_file.id, suffix="oom")
-    job_transition(job_id=failing.training_job_id, to_status=states.FAILED, reason="out of memory",
+    move_locked(failing.training_job_id, states.FAILED, reason="out of memory",
                    error_class="oom", error_message="Out of GPU memory at step 212",
                    error_suggestion="lower micro_batch_size to 1")
     failed = oai.fine_tuning.jobs.retrieve(failing.id)

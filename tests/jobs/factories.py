@@ -35,6 +35,24 @@ def make_running_job(organization, *, status="training", attempt=1, provider="fa
     return job
 
 
+def move_locked(job_id, to_status, *, reason="", **fields) -> bool:
+    """What a service does to move a job: lock it, set `fields`, job_move. False (nothing changed)
+    when the table does not allow the move."""
+    from django.db import transaction
+
+    from training import states
+    from training.services.jobs import job_lock, job_move
+
+    with transaction.atomic():
+        job = job_lock(job_id)
+        if not states.can_move(job.status, to_status):
+            return False
+        for name, value in fields.items():
+            setattr(job, name, value)
+        job_move(job, to_status, reason=reason)
+        return True
+
+
 def pod_event(job, seq, type_, step=0, data=None, attempt=None, timestamp=None) -> PodEvent:
     attempt = job.attempt if attempt is None else attempt
     return PodEvent(event_id=f"evt_{job.pk}_{attempt}_{seq}", job_id=str(job.pk), attempt=attempt, seq=seq,

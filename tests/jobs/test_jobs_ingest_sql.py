@@ -10,7 +10,7 @@ from billing.models import JobCost
 from billing.services.jobs import job_cost_create
 from tests.jobs.factories import make_running_job, pod_event
 from training.models import JobEvent, MetricPoint, TrainingJob
-from training.services import pod_events
+from training.services import pod_events_sql
 from training.services.pod_events import pod_event_ingest
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +26,7 @@ def test_the_locked_job_equals_the_orms_with_its_cost(organization):
     job_cost_create(job=job)
     JobCost.objects.filter(job=job).update(cost=Decimal("1.23"), segments=[{"rate": "0.39", "s": 12}])
     with transaction.atomic():
-        mine = pod_events._job_locked(job.pk)
+        mine = pod_events_sql.job_locked(job.pk)
         orm = TrainingJob.objects.select_related("cost").get(pk=job.pk)
         assert _fields(mine) == _fields(orm)
         assert _fields(mine.cost) == _fields(orm.cost)
@@ -42,11 +42,11 @@ def test_a_job_without_a_cost_row_and_a_missing_job(organization):
     job = make_running_job(organization)
     JobCost.objects.filter(job=job).delete()
     with transaction.atomic():
-        mine = pod_events._job_locked(job.pk)
+        mine = pod_events_sql.job_locked(job.pk)
         with pytest.raises(JobCost.DoesNotExist):
             mine.cost  # noqa: B018 - as with select_related: no row, no cost
         with pytest.raises(TrainingJob.DoesNotExist):
-            pod_events._job_locked(uuid.uuid4())
+            pod_events_sql.job_locked(uuid.uuid4())
 
 
 def test_duplicates_and_re_reported_points_through_the_sql_path(organization):

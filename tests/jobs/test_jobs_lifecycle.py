@@ -11,7 +11,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from tests.jobs.factories import make_dataset, make_running_job
+from tests.jobs.factories import make_dataset, make_running_job, move_locked
 from training import states
 from training.models import JobEvent, NotificationPreference, TrainingJob
 from training.providers import NoCapacityError, ProviderAuthError, get_provider
@@ -36,24 +36,105 @@ def test_table_is_closed_and_terminal_states_are_final():
             assert not states.can_move(earlier, later), f"{earlier} -> {later} goes backwards"
 
 
-def test_transition_writes_audit_row_and_refuses_bad_moves(organization):
-    from training.services.jobs import job_transition
+def test_job_move_writes_audit_row_and_refuses_moves_not_in_the_table(organization):
+    from django.db import transaction
+
+    from training.services.jobs import IllegalMove, job_lock, job_move
 
     job = make_running_job(organization, status=states.TRAINING)
-    result = job_transition(job_id=job.pk, to_status=states.FINALIZING, reason="pod says so")
-    assert result.moved and result.job.status == states.FINALIZING
+    with transaction.atomic():
+        locked = job_lock(job.pk)
+        job_move(locked, states.FINALIZING, reason="pod says so")
+        assert locked.status == states.FINALIZING
     row = JobEvent.objects.get(job=job, type="transition")
     assert (row.from_status, row.to_status, row.message) == (states.TRAINING, states.FINALIZING, "pod says so")
-    assert not job_transition(job_id=job.pk, to_status=states.TRAINING).moved  # backwards
-    job_transition(job_id=job.pk, to_status=states.FAILED)
+    for backwards in (states.TRAINING, states.QUEUED):
+        with transaction.atomic(), pytest.raises(IllegalMove, match=f"a finalizing job cannot become {backwards}"):
+            job_move(job_lock(job.pk), backwards)
+    assert move_locked(job.pk, states.FAILED)
     for target in (states.COMPLETED, states.PROVISIONING, states.CANCELLED):
-        assert not job_transition(job_id=job.pk, to_status=target).moved
+        with transaction.atomic(), pytest.raises(IllegalMove):
+            job_move(job_lock(job.pk), target)
+    assert JobEvent.objects.filter(job=job, type="transition").count() == 2
     job.refresh_from_db()
     # The secret outlives the terminal move by the late window only (test_jobs_late_events.py).
     assert job.status == states.FAILED and job.webhook_secret and job.finished_at
 
 
-STATUS_WRITERS = {("training/services/jobs.py", "_move")}  # the one job transition
+def test_job_move_refuses_a_job_read_without_its_row_lock(organization):
+    from django.db import transaction
+
+    from training.services.jobs import JobNotLocked, job_move
+
+    job = make_running_job(organization, status=states.TRAINING)
+    with transaction.atomic():
+        unlocked = TrainingJob.objects.get(pk=job.pk)  # no select_for_update
+        with pytest.raises(JobNotLocked, match="without the row lock"):
+            job_move(unlocked, states.CANCELLED, reason="no lock")
+    with transaction.atomic():
+        also_unlocked = TrainingJob.objects.select_for_update().get(pk=job.pk)  # locked, but not marked
+        with pytest.raises(JobNotLocked):
+            job_move(also_unlocked, states.CANCELLED)
+    job.refresh_from_db()
+    assert job.status == states.TRAINING and not JobEvent.objects.filter(job=job, type="transition").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_move_refuses_a_lock_from_a_transaction_that_ended(organization):
+    from django.db import transaction
+
+    from training.services.jobs import JobNotLocked, job_lock, job_move
+
+    job = make_running_job(organization, status=states.TRAINING)
+    with pytest.raises(JobNotLocked):  # no transaction, no lock
+        job_move(TrainingJob.objects.get(pk=job.pk), states.CANCELLED)
+    with transaction.atomic():
+        stale = job_lock(job.pk)
+    with pytest.raises(JobNotLocked):  # outside any transaction
+        job_move(stale, states.CANCELLED)
+    with transaction.atomic(), pytest.raises(JobNotLocked):  # the lock ended with its transaction
+        job_move(stale, states.CANCELLED)
+    with transaction.atomic():
+        job_move(job_lock(job.pk), states.CANCELLED, reason="locked now")
+    assert TrainingJob.objects.get(pk=job.pk).status == states.CANCELLED
+
+
+# What each move queues (task, args after the job id, countdown), as docs/jobs.md lists it.
+EXPECTED_FOLLOW_UPS = {
+    states.COMPLETED: [("training.tasks.job_terminate", [], 1), ("artifacts.tasks.job_artifacts_register", [], 0),
+                       ("validation.tasks.job_validate", [], 0), ("training.tasks.job_notify", ["completed"], 0)],
+    states.FAILED: [("training.tasks.job_terminate", [], 0), ("training.tasks.job_notify", ["failed"], 0)],
+    states.CANCELLED: [("training.tasks.job_terminate", [], 0)],
+    states.INTERRUPTED: [("training.tasks.job_resume", [], 0), ("training.tasks.job_notify", ["interrupted"], 0)],
+    states.FINALIZING: [],
+}
+
+
+@pytest.mark.parametrize("from_status,to_status", [
+    (states.TRAINING, states.COMPLETED), (states.TRAINING, states.FAILED), (states.TRAINING, states.CANCELLED),
+    (states.TRAINING, states.INTERRUPTED), (states.TRAINING, states.FINALIZING),
+    (states.INTERRUPTED, states.PROVISIONING), (states.QUEUED, states.PROVISIONING),
+])
+def test_job_move_queues_the_follow_ups_of_the_on_enter_table(organization, settings, from_status, to_status):
+    from training.models import OutboxMessage
+
+    settings.POD_COMPLETED_EXIT_WAIT_S = 1
+    job = make_running_job(organization, status=from_status)
+    assert move_locked(job.pk, to_status, reason="table test")
+    queued = [(row.task, row.args, row.countdown_s)
+              for row in OutboxMessage.objects.filter(job_id=job.pk).order_by("id")]
+    if to_status == states.PROVISIONING:  # only a resume (from interrupted) tells the owner
+        expected = [("training.tasks.job_notify", [str(job.pk), "resumed"], 0)] if from_status == states.INTERRUPTED else []
+    else:
+        expected = [(task, [str(job.pk), *args], countdown) for task, args, countdown in EXPECTED_FOLLOW_UPS[to_status]]
+    assert queued == expected
+    # The table in states.py says the same, and nothing else queues a task.
+    assert [(f.task, [str(job.pk), *f.args]) for f in states.followups(from_status, to_status)] == \
+        [(task, args) for task, args, _ in expected]
+    assert set(states.ON_ENTER) == {states.COMPLETED, states.FAILED, states.CANCELLED, states.INTERRUPTED}
+
+
+STATUS_WRITERS = {("training/services/jobs.py", "job_move")}  # the one job transition
 # Modules with another model's state machine, whose `.status` is not a job's: validation runs.
 OTHER_STATE_MACHINES = ("validation/services",)
 _SQL_SETS_STATUS = re.compile(r"\bUPDATE\s+\S+\s+SET\b[^;]*\bstatus\b", re.I | re.S)
@@ -261,9 +342,10 @@ def test_resume_records_lost_steps_and_falls_back_to_on_demand(organization, fak
     job_launch(job_id=job.pk)
     Checkpoint.objects.create(job=job, step=10, uri="file:///ckpt/step-10")
     TrainingJob.objects.filter(pk=job.pk).update(status=states.TRAINING, current_step=17)
+    from training.services.jobs import job_lock
+
     with transaction.atomic():
-        locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
-        interruption_record(locked, checkpoint_uri=None, step=17, reason="spot eviction")
+        interruption_record(job_lock(job.pk), checkpoint_uri=None, step=17, reason="spot eviction")
     assert job_resume(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == states.PROVISIONING and job.attempt == 2 and job.resume_from == "file:///ckpt/step-10"

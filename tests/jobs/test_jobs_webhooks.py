@@ -169,3 +169,34 @@ def test_body_must_match_header(job, client):
                            headers=signing.sign_headers(job.webhook_secret, ev.event_id, body))
     assert response.status_code == 400
 
+
+
+@pytest.mark.parametrize("type_,data,message", [
+    ("checkpoint_saved", {"step": 4, "uri": "file:///c", "bytes": "many"}, "data.bytes must be a number"),
+    ("completed", {"artifacts": "file:///adapter"}, "data.artifacts must be an object"),
+    ("failed", {"error_class": "oom", "fix": ["micro_batch_size", 1]}, "data.fix must be an object"),
+    ("metrics", {"points": [{"step": 3, "loss": "low"}]}, "data.points[0].loss must be a number"),
+    ("metrics", {"loss": {"value": 1.0}}, "data.loss must be a number or null"),
+    ("log", {"level": "info", "message": ["not", "text"]}, "data.message must be a string"),
+])
+def test_a_payload_that_does_not_fit_its_contract_is_refused_with_the_field(job, client, type_, data, message):
+    """Each event type's data is parsed once, at the webhook, into its dataclass
+    (gpu_worker.contracts.PAYLOADS): a payload that does not fit is a 400 naming the field, and
+    nothing is stored."""
+    response = signed_post(client, pod_event(job, 1, type_, data=data), job.webhook_secret)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "malformed" and message in error["message"], error
+    assert not JobEvent.objects.filter(job=job, source=JobEvent.SOURCE_POD).exists()
+    job.refresh_from_db()
+    assert job.status == states.PROVISIONING
+
+
+def test_completed_reads_the_adapter_from_the_pods_artifacts(job, client):
+    ev = pod_event(job, 1, "completed", step=9, data={
+        "artifacts": {"adapter_uri": "file:///out/adapter", "adapter_files": ["adapter_model.safetensors"]},
+        "final_metrics": {"step": 9, "total_steps": 9, "loss": 0.4}})
+    assert signed_post(client, ev, job.webhook_secret).status_code == 200
+    job.refresh_from_db()
+    assert job.status == states.COMPLETED and job.adapter_uri == "file:///out/adapter"
+    assert (job.current_step, job.total_steps) == (9, 9) and job.result["final_metrics"]["loss"] == 0.4

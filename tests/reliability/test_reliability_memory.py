@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.net_support import free_port, wait_listening
 from tests.reliability.figures import record
 
 pytestmark = pytest.mark.slow
@@ -28,24 +29,6 @@ def _env(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env.update({"BRIGHTRUN_VAR_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1", "DATABASE_CONN_MAX_AGE": "0"})
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on {port}:\n{log.read_text()[-3000:]}")
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -86,13 +69,13 @@ def _post(port: int, head: str, size: int) -> tuple[bytes, int]:
 def test_peak_rss_under_hostile_bodies(tmp_path):
     from django.conf import settings
 
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "web.log"
     proc = subprocess.Popen([sys.executable, "-m", "config.serve", "-b", "127.0.0.1", "-p", str(port),
                              "config.asgi:application"], cwd=REPO_ROOT, env=_env(tmp_path),
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_listening(port, proc, log)
+        wait_listening(port, proc=proc, log=log)
         _post(port, "GET /login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 0)  # warm
         time.sleep(0.5)
         idle_mb = _status_kb(proc.pid, "VmRSS") / 1024
@@ -128,13 +111,13 @@ def test_peak_rss_under_hostile_bodies(tmp_path):
 
 
 def test_runall_restarts_a_crashed_web_process(tmp_path):
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "runall.log"
     proc = subprocess.Popen([sys.executable, "manage.py", "runall", "--only", "web", "--no-migrate", "--web-workers", "1",
                              "--port", str(port)], cwd=REPO_ROOT, env=_env(tmp_path), stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_listening(port, proc, log)
+        wait_listening(port, proc=proc, log=log)
         first = int(re.search(r"started web \(pid (\d+)", log.read_text())[1])
         started = time.monotonic()
         os.kill(first, signal.SIGKILL)  # what the kernel's OOM killer does
@@ -145,7 +128,7 @@ def test_runall_restarts_a_crashed_web_process(tmp_path):
             second = pids[-1] if len(pids) > 1 else None
             time.sleep(0.1)
         assert second and second != first, log.read_text()
-        _wait_listening(port, proc, log)
+        wait_listening(port, proc=proc, log=log)
         record("16.2 memory", "runall: web process killed -9, serving again after (s)",
                f"{time.monotonic() - started:.1f}", target="restarted, tier kept")
         assert proc.poll() is None, "runall stopped the tier"

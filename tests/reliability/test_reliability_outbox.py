@@ -59,17 +59,16 @@ def _queued(url: str) -> list[tuple[str, list]]:
 
 
 def test_no_follow_up_is_lost_when_the_broker_is_down_at_the_move(organization, private_broker):
-    from tests.jobs.factories import make_running_job
+    from tests.jobs.factories import make_running_job, move_locked
     from training.models import OutboxMessage, TrainingJob
-    from training.services.jobs import job_transition
     from training.services.outbox import outbox_relay
 
     expected, jobs = 0, []
     for from_status, to_status, followups in MOVES:
         job = make_running_job(organization, status=from_status)
         private_broker.stop()
-        result = job_transition(job_id=job.pk, to_status=to_status, reason="outbox test")
-        assert result.moved and TrainingJob.objects.get(pk=job.pk).status == to_status
+        assert move_locked(job.pk, to_status, reason="outbox test")
+        assert TrainingJob.objects.get(pk=job.pk).status == to_status
         assert set(OutboxMessage.objects.filter(job_id=job.pk, sent_at__isnull=True)
                    .values_list("task", flat=True)) == followups
         private_broker.start()
@@ -94,11 +93,10 @@ def test_no_follow_up_is_lost_when_the_broker_is_down_at_the_move(organization, 
 
 
 def test_with_the_broker_up_follow_ups_are_sent_at_commit(organization, private_broker):
-    from tests.jobs.factories import make_running_job
+    from tests.jobs.factories import make_running_job, move_locked
     from training.models import OutboxMessage
-    from training.services.jobs import job_transition
 
     job = make_running_job(organization, status="training")
-    job_transition(job_id=job.pk, to_status="cancelled", reason="outbox test")
+    move_locked(job.pk, "cancelled", reason="outbox test")
     assert not OutboxMessage.objects.filter(job_id=job.pk, sent_at__isnull=True).exists(), list(OutboxMessage.objects.values("last_error", "attempts"))
     assert [task for task, _ in _queued(private_broker.url)] == ["training.tasks.job_terminate"]

@@ -48,12 +48,17 @@ def test_every_primary_emotion_in_the_datasets_maps_to_an_option(path_fixture, r
     items = pod_eval.emotion_recognition_items(conversations)
     labelled = sum(1 for c in conversations for m in c["messages"] if m["role"] == "user" and m.get("emotion"))
     assert len(items) == labelled
-    used = {labels.options[i.answer] for i in items}
+    used = {i.options[i.answer] for i in items}
     assert len(used) >= 10
     item = items[1]
     text = item.prompt_messages[-1]["content"]
-    assert "Client:" in text and "Which one emotion" in text and ", ".join(labels.options) in text
-    assert item.options == labels.options
+    # Options are shuffled per item with a fixed seed; the question lists them in the shuffled order.
+    assert "Client:" in text and "Which one emotion" in text and ", ".join(item.options) in text
+    assert sorted(item.options) == sorted(labels.options) and item.options[item.answer] == item.meta["canonical_label"]
+    again = pod_eval.emotion_recognition_items(conversations)
+    assert [i.options for i in again] == [i.options for i in items]  # same seed, same order
+    assert len({i.options for i in items}) > 1 and sum(i.options == labels.options for i in items) <= 1
+    assert [i.options for i in pod_eval.emotion_recognition_items(conversations, seed=None)][0] == labels.options
 
 
 def test_emotion_label_canonical_spellings():

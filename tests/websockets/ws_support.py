@@ -3,7 +3,6 @@ websocket and browser tests (`transaction=True` tests: the server sees committed
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,12 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.net_support import free_port, wait_listening
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -41,21 +36,16 @@ class Daphne:
 def start_daphne(env: dict[str, str], log: Path, *, timeout_s: float = 30) -> tuple[subprocess.Popen, int]:
     """daphne serving config.asgi on a free port with `env`, its output in `log`; returns once it
     listens (raises with the log's tail when it exits or does not listen in `timeout_s`)."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
                             cwd=REPO_ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited:\n{log.read_text()[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"daphne did not listen in {timeout_s:g} s:\n{log.read_text()[-3000:]}")
+    try:
+        wait_listening(port, proc=proc, log=log, timeout_s=timeout_s)
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc, port
 
 
 def stop_daphne(proc: subprocess.Popen) -> None:

@@ -74,4 +74,13 @@ class ValidationCompareApi(OrganizationScopedMixin, APIView):
         comparison = selectors.reports_compare(organization=self.get_organization(), job_ids=ids)
         if comparison is None:
             raise Http404("no such job")
+        if comparison["validation_data_differs"]:
+            from training.errors import DomainError
+
+            error = DomainError(
+                "the two reports were measured on different validation data; their figures cannot be compared "
+                "(validate both jobs on the same dataset's validation split)", code="validation_data_differs",
+                detail={"validation_data": [side["validation_data"] for side in comparison["reports"]]})
+            error.http_status = 409
+            raise error
         return Response(comparison)

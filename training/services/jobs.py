@@ -1,14 +1,13 @@
 """Job lifecycle rules: create, the one transition function, cancel, stop early, retry, notes.
 
-`job_transition` (and `_move`, its body for callers that already hold the row lock) is the only
-code that assigns `TrainingJob.status`.
+`job_move` is the only code that assigns `TrainingJob.status`; its caller holds the row lock
+(`job_lock`). The moves and their follow-up tasks are tables in training/states.py.
 """
 from __future__ import annotations
 
 import json
 import logging
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +39,6 @@ class JobConfigError(DomainError):
 class JobStateError(DomainError):
     code = "invalid_job_state"
     http_status = 409
-
-
-@dataclass(frozen=True)
-class TransitionResult:
-    job: TrainingJob
-    moved: bool
-    from_status: str
 
 
 # --------------------------------------------------------------------------- create
@@ -204,14 +196,55 @@ def job_create(
 
 # --------------------------------------------------------------------------- the one transition
 
-def _move(job: TrainingJob, to_status: str, *, reason: str = "", event_id: str | None = None,
-          data: dict[str, Any] | None = None) -> bool:
-    """Move `job` to `to_status` if the table allows it. Caller holds the row lock
-    (select_for_update inside transaction.atomic) and saves nothing else afterwards without
-    calling job.save(). Writes the audit row and schedules side effects on commit."""
+class IllegalMove(JobStateError):
+    """A move the table (training.states.ALLOWED_MOVES) does not allow: a caller that may see late
+    or out-of-order requests asks `states.can_move` first."""
+
+    code = "illegal_job_move"
+
+
+class JobNotLocked(RuntimeError):
+    """job_move was called without the job's row lock in the current transaction (a bug)."""
+
+
+def _transaction_marker(connection):
+    # The outermost atomic block stands for the transaction: a row locked inside it stays locked
+    # until it ends.
+    return connection.atomic_blocks[0] if connection.in_atomic_block and connection.atomic_blocks else None
+
+
+def job_locked_mark(job: TrainingJob) -> TrainingJob:
+    """Record that `job` was just read with its row lock (SELECT ... FOR UPDATE) in the current
+    transaction; for code that locks it by other means than job_lock (pod_events_sql)."""
+    job._row_lock = _transaction_marker(transaction.get_connection())
+    return job
+
+
+def job_lock(job_id, *, select_related: tuple[str, ...] = ()) -> TrainingJob:
+    """The job read with its row lock (select_for_update), inside the caller's transaction.atomic:
+    what job_move requires."""
+    query = TrainingJob.objects.select_for_update()
+    if select_related:
+        query = query.select_related(*select_related)
+    return job_locked_mark(query.get(pk=job_id))
+
+
+def job_move(job: TrainingJob, to_status: str, *, reason: str = "", event_id: str | None = None,
+             data: dict[str, Any] | None = None) -> None:
+    """The only way a job's status changes. `job` comes from job_lock (or job_locked_mark) in the
+    transaction still open; raises JobNotLocked otherwise, and IllegalMove when the table does not
+    allow the move. Saves the job (with whatever the caller set on it), writes the audit row,
+    writes the follow-up tasks of the table (states.ON_ENTER) to the outbox in this transaction,
+    and on commit broadcasts the new status, settles a finished job's cost and relays the tasks."""
+    connection = transaction.get_connection()
+    marker = _transaction_marker(connection)
+    if marker is None or getattr(job, "_row_lock", None) is not marker:
+        raise JobNotLocked(f"job_move({to_status!r}) without the row lock of job {job.pk} in the current "
+                           "transaction: read it with job_lock() inside transaction.atomic()")
     from_status = job.status
     if not states.can_move(from_status, to_status):
-        return False
+        raise IllegalMove(f"a {from_status} job cannot become {to_status}",
+                          detail={"from": from_status, "to": to_status})
     now = timezone.now()
     job.status = to_status
     job.stage_times = {**(job.stage_times or {}), to_status: now.isoformat()}
@@ -237,53 +270,19 @@ def _move(job: TrainingJob, to_status: str, *, reason: str = "", event_id: str |
     job_id, org_id = str(job.pk), job.organization_id
     # The follow-up tasks are written now, in the move's transaction (training/services/outbox.py):
     # a broker outage at commit time delays them, never loses them.
-    ids = [outbox_add(task, *args, job_id=job.pk, countdown_s=countdown).pk
-           for task, args, countdown in _followups(job_id, from_status, to_status)]
+    ids = [outbox_add(f.task, job_id, *f.args, job_id=job.pk,
+                      countdown_s=getattr(settings, f.countdown_setting) if f.countdown_setting else 0).pk
+           for f in states.followups(from_status, to_status)]
     transaction.on_commit(lambda: _after_move(job_id, org_id, from_status, to_status, reason, ids))
-    return True
-
-
-def _followups(job_id: str, from_status: str, to_status: str) -> list[tuple[str, tuple, int]]:
-    """(task name, args, countdown) of every Celery task this move causes."""
-    out: list[tuple[str, tuple, int]] = []
-    if to_status in (states.FAILED, states.CANCELLED, states.COMPLETED):
-        # Idempotent, and a no-op when the pod already exited. A completed pod gets a moment to
-        # flush its last events and exit by itself first.
-        countdown = settings.POD_COMPLETED_EXIT_WAIT_S if to_status == states.COMPLETED else 0
-        out.append(("training.tasks.job_terminate", (job_id,), countdown))
-    if to_status == states.INTERRUPTED:
-        out.append(("training.tasks.job_resume", (job_id,), 0))
-    if to_status == states.COMPLETED:
-        out.append(("artifacts.tasks.job_artifacts_register", (job_id,), 0))
-        out.append(("validation.tasks.job_validate", (job_id,), 0))
-    if to_status in (states.COMPLETED, states.FAILED, states.INTERRUPTED):
-        out.append(("training.tasks.job_notify", (job_id, to_status), 0))
-    if from_status == states.INTERRUPTED and to_status == states.PROVISIONING:
-        out.append(("training.tasks.job_notify", (job_id, "resumed"), 0))
-    return out
 
 
 def _after_move(job_id: str, organization_id, from_status: str, to_status: str, reason: str,
                 outbox_ids: list[int]) -> None:
     broadcast_job_update(job_id, {"kind": "status", "status": to_status, "from": from_status, "reason": reason},
                          organization_id)
-    if to_status in (states.FAILED, states.CANCELLED, states.COMPLETED):
+    if states.is_terminal(to_status):
         billing.job_settle(job_id=job_id)
     outbox_relay(ids=outbox_ids)
-
-
-def job_transition(*, job_id, to_status: str, reason: str = "", **fields) -> TransitionResult:
-    """Lock the job, move it if the table allows, set `fields` with it. A move the table does not
-    allow (a late event, a terminal job) changes nothing and returns moved=False."""
-    with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
-        from_status = job.status
-        if not states.can_move(from_status, to_status):
-            return TransitionResult(job, False, from_status)
-        for name, value in fields.items():
-            setattr(job, name, value)
-        _move(job, to_status, reason=reason)
-        return TransitionResult(job, True, from_status)
 
 
 # --------------------------------------------------------------------------- user actions
@@ -291,11 +290,11 @@ def job_transition(*, job_id, to_status: str, reason: str = "", **fields) -> Tra
 def job_cancel(*, job_id, reason: str = "cancelled by the user") -> TrainingJob:
     """Cancel now: the job is `cancelled` at once and its pod is terminated (on commit)."""
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job = job_lock(job_id)
         if job.is_terminal:
             raise JobStateError(f"the job is already {job.status}; there is nothing to cancel")
         job.cancel_requested = True
-        _move(job, states.CANCELLED, reason=reason)
+        job_move(job, states.CANCELLED, reason=reason)
         return job
 
 
@@ -306,11 +305,11 @@ def job_stop_early(*, job_id, reason: str = "stopped early by the user") -> Trai
     stop_requested, the event handler completes the job from that checkpoint instead of resuming.
     """
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job = job_lock(job_id)
         if job.is_terminal:
             raise JobStateError(f"the job is already {job.status}")
         if job.status == states.QUEUED:
-            _move(job, states.CANCELLED, reason=reason + " before it started")
+            job_move(job, states.CANCELLED, reason=reason + " before it started")
             return job
         job.stop_requested = True
         job.save(update_fields=["stop_requested", "updated_at"])
@@ -330,7 +329,7 @@ def job_stop_for_budget(*, job_id, reason: str) -> TrainingJob | None:
     (as for stop early); the job then ends `cancelled` with the reason, and a retry with
     resume=True continues from that checkpoint next month or after a raise."""
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job = job_lock(job_id)
         if job.is_terminal:
             return None
         job.error_class = BUDGET_STOP
@@ -339,7 +338,7 @@ def job_stop_for_budget(*, job_id, reason: str) -> TrainingJob | None:
                                 "the retry continues from the last checkpoint")
         if job.status in (states.QUEUED, states.INTERRUPTED):
             job.save()
-            _move(job, states.CANCELLED, reason=reason)
+            job_move(job, states.CANCELLED, reason=reason)
             return job
         job.stop_requested = True
         job.save()
@@ -361,7 +360,7 @@ def job_stopped(job: TrainingJob, reason: str) -> None:
     """The pod of a job with stop_requested has stopped (caller holds the lock): a budget stop
     ends cancelled; a user's stop early completes with the last checkpoint's adapter."""
     if job.error_class == BUDGET_STOP:
-        _move(job, states.CANCELLED, reason=job.error_message or reason)
+        job_move(job, states.CANCELLED, reason=job.error_message or reason)
     else:
         _finish_from_checkpoint(job, reason)
 
@@ -370,12 +369,12 @@ def _finish_from_checkpoint(job: TrainingJob, reason: str) -> None:
     """Caller holds the lock. Complete with the last checkpoint's adapter, or cancel when none exists."""
     checkpoint = job.checkpoints.filter(complete=True).order_by("-step").first()
     if checkpoint is None:
-        _move(job, states.CANCELLED, reason=reason + "; no checkpoint existed yet, so there is no adapter to keep")
+        job_move(job, states.CANCELLED, reason=reason + "; no checkpoint existed yet, so there is no adapter to keep")
         return
     job.adapter_uri = checkpoint.uri.rstrip("/") + "/adapter"
     job.result = {**(job.result or {}), "stopped_early": True, "checkpoint_step": checkpoint.step,
                   "adapter_uri": job.adapter_uri}
-    _move(job, states.COMPLETED, reason=f"{reason}; adapter kept from the checkpoint at step {checkpoint.step}")
+    job_move(job, states.COMPLETED, reason=f"{reason}; adapter kept from the checkpoint at step {checkpoint.step}")
 
 
 def job_retry(*, job_id, created_by=None, apply_fix: bool = False, resume: bool = False) -> TrainingJob:
@@ -408,7 +407,7 @@ def job_retry(*, job_id, created_by=None, apply_fix: bool = False, resume: bool 
 
 def job_notes_set(*, job_id, notes: str) -> TrainingJob:
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job = job_lock(job_id)
         job.notes = notes
         job.save(update_fields=["notes", "updated_at"])
         return job

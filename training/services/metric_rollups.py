@@ -4,7 +4,7 @@ lowest and highest value (with their steps) and first and last point (`MetricRol
 Blocks come in sizes 16, 64, 256, 1024 and 4096 steps, each block of one size made of
 `FANOUT` blocks of the size below, all aligned to step 0 (block = step // size). A chart of a
 job of any length then reads a few hundred rollup rows of one size instead of every point
-(`training.selectors.metric_series`).
+(`training.metric_series.metric_series`).
 
 The metrics handler calls `metric_rollups_add` with the points it is about to write. Steps not
 stored yet (nearly always) are merged into the rollups by one upsert (count and sum added, lowest,
@@ -26,7 +26,7 @@ from django.db.models import Q
 from training.models import MetricPoint, MetricRollup, TrainingJob
 from training.services.hot_sql import hot_cursor
 
-# The chart series (training.selectors.SERIES_KEYS). Other keys are rarely charted and are
+# The chart series (training.metric_series.SERIES_KEYS). Other keys are rarely charted and are
 # downsampled from the points themselves, with the same rule.
 ROLLUP_KEYS = ("loss", "valid_loss", "learning_rate", "grad_norm", "tokens_per_s")
 BLOCK_SIZES = (16, 64, 256, 1024, 4096)

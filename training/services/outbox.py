@@ -1,6 +1,6 @@
 """Follow-ups of a state move, delivered at least once even when the broker is down at that moment.
 
-`_move` (training.services.jobs) writes one OutboxMessage per follow-up task (terminate, resume,
+`job_move` (training.services.jobs) writes one OutboxMessage per follow-up task (terminate, resume,
 artifact registration, validation, notification) in the transaction that moves the job: the move
 and its follow-ups commit together or not at all. After the commit the same rows are relayed to
 Celery at once (`outbox_relay(ids=...)`); a row the broker did not take stays unsent and is relayed

@@ -2,19 +2,22 @@
 job's row lock by one handler per event type. A late or repeated event never moves a job
 backwards. A finished job's state is final: its pod's late events (inside the late window,
 `training.services.webhook_secrets`) only add data — metric points, checkpoints, logs, forward-only
-progress — and never move, bill or notify."""
+progress — and never move, bill or notify.
+
+Each handler reads its event's typed payload (`event.payload`, a dataclass of
+gpu_worker.contracts.PAYLOADS, parsed once at the webhook) and moves the job only through
+`job_move`. The hand-written SQL of this path (the locked read, the store-once insert, the metric
+upsert) is in training/services/pod_events_sql.py."""
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from asgiref.sync import async_to_sync
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from billing import services as billing
@@ -22,17 +25,16 @@ from gpu_worker import contracts
 from gpu_worker.contracts import PodEvent
 from training import states
 from training.broadcast import job_updates_collected, publish_job_updates
-from training.models import Checkpoint, JobEvent, MetricPoint, TrainingJob
+from training.models import Checkpoint, TrainingJob
 from training.selectors import checkpoint_live
-from training.services.jobs import _move, job_stopped, stop_reason
-from training.services.hot_sql import hot_cursor
+from training.services.jobs import job_move, job_stopped, stop_reason
+from training.services.pod_events_sql import event_store, job_locked, metric_points_write
 from training.services.metric_rollups import metric_rollups_add
 from training.services.webhook_secrets import late_window_open
 
 logger = logging.getLogger(__name__)
 
-METRIC_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_s", "epoch", "gpu_memory_mb", "eta_s", "total_steps",
-               "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
+METRIC_KEYS = contracts.METRIC_KEYS  # declared by the pod's contract
 
 
 @dataclass(frozen=True)
@@ -52,24 +54,22 @@ class IngestResult:
 # Each receives the locked job and the event and may change the job (saved by the caller).
 
 def _on_stage_changed(job: TrainingJob, event: PodEvent, live: list) -> None:
-    stage = event.data.get("stage")
-    if stage in states.POD_STAGES:
-        if _move(job, stage, reason=f"pod reports {stage}", event_id=f"{event.event_id}:move"):
-            live.append({"kind": "stage", "stage": stage})
+    stage = event.payload.stage
+    # A late stage event never moves the job backwards; a lost one is skipped over.
+    if stage in states.POD_STAGES and states.can_move(job.status, stage):
+        job_move(job, stage, reason=f"pod reports {stage}", event_id=f"{event.event_id}:move")
+        live.append({"kind": "stage", "stage": stage})
 
 
 def _on_metrics(job: TrainingJob, event: PodEvent, live: list) -> None:
-    values = {k: event.data[k] for k in METRIC_KEYS if k in event.data}
-    points = event.data.get("points")  # a pod may batch several steps in one event
-    rows = [(event.step, values)] if points is None else [(int(p["step"]), {k: p[k] for k in METRIC_KEYS if k in p})
-                                                           for p in points]
-    rows = list(dict(rows).items())  # a step twice in one batch: its last values, everywhere below
+    payload: contracts.MetricsPayload = event.payload
+    rows = list(payload.points)  # one per step (a pod may batch several steps in one event)
     metric_rollups_add(job_id=job.pk, rows=rows)  # chart rollups; first: it compares with what is stored
-    _metric_points_write(job, event.attempt, rows)
+    metric_points_write(job, event.attempt, rows)
     step, vals = max(rows, key=lambda r: r[0])
     if step >= job.current_step:  # progress never goes backwards
         job.current_step = step
-        job.total_steps = int(vals.get("total_steps") or event.data.get("total_steps") or job.total_steps)
+        job.total_steps = int(vals.get("total_steps") or payload.total_steps or job.total_steps)
         job.epoch = float(vals.get("epoch") or job.epoch)
         job.last_loss = vals.get("loss", job.last_loss)
         job.tokens_per_s = vals.get("tokens_per_s", job.tokens_per_s)
@@ -77,92 +77,60 @@ def _on_metrics(job: TrainingJob, event: PodEvent, live: list) -> None:
     live.append({"kind": "metrics", "points": [{"step": s, **v} for s, v in rows]})
 
 
-def _metric_points_write(job: TrainingJob, attempt: int, rows: list[tuple[int, dict]]) -> None:
-    """Insert the points (one per step: the caller drops a step's earlier duplicates), or overwrite a
-    step's values (a resumed attempt re-running steps)."""
-    connection = transaction.get_connection()
-    if connection.vendor != "postgresql":
-        MetricPoint.objects.bulk_create(
-            [MetricPoint(job=job, step=step, attempt=attempt, values=vals) for step, vals in rows],
-            update_conflicts=True, unique_fields=["job", "step"], update_fields=["values", "attempt"],
-        )
-        return
-    # The same upsert with one array per column: one statement text for any number of points
-    # (psycopg converts it once), where bulk_create wrote a new one for every batch size.
-    table, q = MetricPoint._meta.db_table, connection.ops.quote_name
-    with hot_cursor(connection) as cursor:
-        cursor.execute(
-            f"INSERT INTO {q(table)} ({q('job_id')}, {q('step')}, {q('attempt')}, {q('values')}, {q('created_at')}) "
-            f"SELECT %s::uuid, u.step, %s::integer, u.vals::jsonb, %s::timestamptz "
-            f"FROM unnest(%s::integer[], %s::text[]) AS u(step, vals) "
-            f"ON CONFLICT ({q('job_id')}, {q('step')}) DO UPDATE SET {q('values')} = excluded.{q('values')}, "
-            f"{q('attempt')} = excluded.{q('attempt')}",
-            [job.pk, attempt, timezone.now(), [step for step, _ in rows], [json.dumps(v) for _, v in rows]])
-
-
 def _on_checkpoint_saved(job: TrainingJob, event: PodEvent, live: list) -> None:
-    step = int(event.data.get("step", event.step))
+    saved: contracts.CheckpointPayload = event.payload
     checkpoint, _ = Checkpoint.objects.update_or_create(
-        job=job, step=step,
-        defaults={"uri": event.data.get("uri", ""), "bytes": int(event.data.get("bytes") or 0), "complete": True,
-                  "attempt": event.attempt, "epoch": event.data.get("epoch"),
-                  "valid_loss": _finite_or_none(event.data.get("valid_loss"))},
+        job=job, step=saved.step,
+        defaults={"uri": saved.uri, "bytes": saved.bytes, "complete": True,
+                  "attempt": event.attempt, "epoch": saved.epoch, "valid_loss": saved.valid_loss},
     )
     # Ids, never the storage URI (a file:// path or bucket key is internal): `id` is the checkpoint
     # in GET /api/v1/jobs/{id}/checkpoints/ and `ftckpt-<id>` in /v1/.
-    live.append({"kind": "checkpoint", **checkpoint_live(checkpoint),
-                 "valid_loss": _finite_or_none(event.data.get("valid_loss"))})
-
-
-def _finite_or_none(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+    live.append({"kind": "checkpoint", **checkpoint_live(checkpoint), "valid_loss": saved.valid_loss})
 
 
 def _on_log(job: TrainingJob, event: PodEvent, live: list) -> None:
-    live.append({"kind": "log", "level": event.data.get("level", "info"), "message": event.data.get("message", "")})
+    entry: contracts.LogPayload = event.payload
+    live.append({"kind": "log", "level": entry.level, "message": entry.message})
 
 
 def _on_completed(job: TrainingJob, event: PodEvent, live: list) -> None:
-    job.result = dict(event.data)
-    artifacts = event.data.get("artifacts") or {}
-    job.adapter_uri = event.data.get("adapter_uri") or artifacts.get("adapter_uri") or artifacts.get("adapter") or ""
+    done: contracts.CompletedPayload = event.payload
+    job.result = dict(done.result)
+    job.adapter_uri = done.adapter_uri
     # The final counts come with the event (gpu_worker.runner's `final_metrics`), so they do not
     # depend on the last metrics arriving first: those may come late, or be dropped by the pod.
-    final = event.data.get("final_metrics") or {}
-    total = final.get("total_steps") or event.data.get("total_steps")
-    if total:
-        job.total_steps = int(total)
-    job.current_step = max(job.current_step, int(final.get("step") or event.step or 0))
+    if done.total_steps:
+        job.total_steps = done.total_steps
+    job.current_step = max(job.current_step, done.final_step or event.step or 0)
     if job.total_steps:
         job.current_step = max(job.current_step, job.total_steps)
-    _move(job, states.COMPLETED, reason="the pod finished", event_id=f"{event.event_id}:move")
+    if states.can_move(job.status, states.COMPLETED):  # not from queued: that pod never started
+        job_move(job, states.COMPLETED, reason="the pod finished", event_id=f"{event.event_id}:move")
 
 
 def _on_failed(job: TrainingJob, event: PodEvent, live: list) -> None:
-    data = event.data
-    job.error_class = str(data.get("error_class", "unknown"))[:60]
-    job.error_message = str(data.get("message", ""))
-    job.error_suggestion = str(data.get("suggestion", ""))
-    job.error_fix = data.get("fix") or {}
-    job.error_traceback = str(data.get("traceback_tail", ""))[-5000:]
-    _move(job, states.FAILED, reason=f"{job.error_class}: {job.error_message}"[:500], event_id=f"{event.event_id}:move")
+    failure: contracts.FailedPayload = event.payload
+    job.error_class = failure.error_class[:60]
+    job.error_message = failure.message
+    job.error_suggestion = failure.suggestion
+    job.error_fix = failure.fix
+    job.error_traceback = failure.traceback_tail[-5000:]
+    job_move(job, states.FAILED, reason=f"{job.error_class}: {job.error_message}"[:500], event_id=f"{event.event_id}:move")
 
 
 def _on_interrupted(job: TrainingJob, event: PodEvent, live: list) -> None:
-    checkpoint_uri = event.data.get("checkpoint_uri")
-    if checkpoint_uri:
-        step = int(event.data.get("checkpoint_step") or 0)
-        Checkpoint.objects.update_or_create(job=job, step=step, defaults={"uri": checkpoint_uri, "complete": True,
-                                                                          "attempt": event.attempt})
+    stopped: contracts.InterruptedPayload = event.payload
+    if stopped.checkpoint_uri:
+        Checkpoint.objects.update_or_create(job=job, step=stopped.checkpoint_step,
+                                            defaults={"uri": stopped.checkpoint_uri, "complete": True,
+                                                      "attempt": event.attempt})
     if job.stop_requested:
         # The user's reason ("paused by ... (OpenAI API)") stays the history's and the API's text.
         job_stopped(job, stop_reason(job) or "stopped at the user's request")
         return
-    interruption_record(job, checkpoint_uri=checkpoint_uri, step=event.step, reason="the pod was interrupted (SIGTERM)")
+    interruption_record(job, checkpoint_uri=stopped.checkpoint_uri, step=event.step,
+                        reason="the pod was interrupted (SIGTERM)")
 
 
 def _on_heartbeat(job: TrainingJob, event: PodEvent, live: list) -> None:
@@ -193,7 +161,10 @@ def interruption_record(job: TrainingJob, *, checkpoint_uri: str | None, step: i
         checkpoint_uri = last.uri if last else ""
     job.resume_from = checkpoint_uri or ""
     job.interruptions += 1
-    return _move(job, states.INTERRUPTED, reason=reason, data={"checkpoint_uri": checkpoint_uri, "step": step})
+    if not states.can_move(job.status, states.INTERRUPTED):  # already interrupted, or never started
+        return False
+    job_move(job, states.INTERRUPTED, reason=reason, data={"checkpoint_uri": checkpoint_uri, "step": step})
+    return True
 
 
 def _field_values(job: TrainingJob) -> dict[str, Any]:
@@ -203,96 +174,6 @@ def _field_values(job: TrainingJob) -> dict[str, Any]:
 
 def _changed_fields(job: TrainingJob, before: dict[str, Any]) -> list[str]:
     return [name for name, value in before.items() if getattr(job, name) != value]
-
-
-_JOB_LOCKED: dict[str, tuple] = {}  # per database vendor: (SQL, job converters, cost converters)
-
-
-def _job_locked_plan(connection) -> tuple:
-    from billing.models import JobCost  # noqa: PLC0415
-
-    plan = _JOB_LOCKED.get(connection.vendor)
-    if plan is None:
-        q = connection.ops.quote_name
-        columns = [f"j.{q(f.column)}" for f in TrainingJob._meta.concrete_fields]
-        columns += [f"c.{q(f.column)}" for f in JobCost._meta.concrete_fields]
-        lock = " FOR UPDATE OF j" if connection.features.has_select_for_update_of else ""
-        sql = (f"SELECT {', '.join(columns)} FROM {q(TrainingJob._meta.db_table)} j "
-               f"LEFT JOIN {q(JobCost._meta.db_table)} c ON c.{q('job_id')} = j.{q('id')} WHERE j.{q('id')} = %s{lock}")
-        plan = _JOB_LOCKED[connection.vendor] = (sql, _converters(TrainingJob, connection), _converters(JobCost, connection))
-    return plan
-
-
-def _converters(model, connection) -> list[tuple]:
-    """Per concrete field, (column, what the ORM applies to its value as read): the backend's and
-    the field's own converters, as SQLCompiler.get_converters gathers them."""
-    out = []
-    for field in model._meta.concrete_fields:
-        col = field.get_col(model._meta.db_table)
-        out.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
-    return out
-
-
-def _instance(model, connection, converters: list[tuple], values):
-    converted = []
-    for (col, field_converters), value in zip(converters, values):
-        for converter in field_converters:
-            value = converter(value, col, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], converted)
-
-
-def _job_locked(job_id) -> TrainingJob:
-    """The job, locked (FOR UPDATE OF the job's row), with its cost row (not locked) attached as
-    `job.cost`: what `select_for_update(of=("self",)).select_related("cost").get(pk=job_id)`
-    gives, without compiling that query on every event (it was a fifth of the web process's CPU
-    per pod event). Raises TrainingJob.DoesNotExist."""
-    from billing.models import JobCost  # noqa: PLC0415
-
-    connection = transaction.get_connection()
-    pk = TrainingJob._meta.pk.get_db_prep_value(job_id, connection)
-    sql, job_converters, cost_converters = _job_locked_plan(connection)
-    with hot_cursor(connection) as cursor:
-        cursor.execute(sql, [pk])
-        row = cursor.fetchone()
-    if row is None:
-        raise TrainingJob.DoesNotExist(f"no job {job_id}")
-    n = len(TrainingJob._meta.concrete_fields)
-    job = _instance(TrainingJob, connection, job_converters, row[:n])
-    if row[n] is not None:  # the cost row's id: a job without one gets DoesNotExist on access, as before
-        cost = _instance(JobCost, connection, cost_converters, row[n:])
-        TrainingJob._meta.get_field("cost").set_cached_value(job, cost)
-        JobCost._meta.get_field("job").set_cached_value(cost, job)
-    return job
-
-
-# _event_store's statement on PostgreSQL, written once.
-_EVENT_COLUMNS = [f for f in JobEvent._meta.concrete_fields if not f.primary_key]
-_EVENT_INSERT = ('INSERT INTO "%s" (%s) VALUES (%s) ON CONFLICT (job_id, event_id) DO NOTHING RETURNING 1' % (
-    JobEvent._meta.db_table, ", ".join(f'"{f.column}"' for f in _EVENT_COLUMNS), ", ".join(["%s"] * len(_EVENT_COLUMNS))))
-
-
-def _event_store(job: TrainingJob, event: PodEvent) -> bool:
-    """Store the pod event once (the caller holds the job's lock): False when it is already stored.
-    On PostgreSQL one INSERT ... ON CONFLICT DO NOTHING; elsewhere a savepoint around the INSERT,
-    whose unique-constraint error marks the duplicate."""
-    fields = dict(job=job, event_id=event.event_id, source=JobEvent.SOURCE_POD, type=event.type,
-                  attempt=event.attempt, seq=event.seq, step=event.step, data=event.data,
-                  pod_timestamp=event.timestamp, message=str(event.data.get("message", ""))[:2000])
-    connection = transaction.get_connection()
-    if connection.vendor != "postgresql":
-        try:
-            with transaction.atomic():
-                JobEvent.objects.create(**fields)
-        except IntegrityError:
-            return False
-        return True
-    # Two round trips fewer per event than the savepoint (SAVEPOINT, RELEASE), on the hot path.
-    row = JobEvent(**fields, created_at=timezone.now())
-    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in _EVENT_COLUMNS]
-    with hot_cursor(connection) as cursor:
-        cursor.execute(_EVENT_INSERT, values)
-        return cursor.fetchone() is not None
 
 
 def pod_event_ingest(*, job_id, event: PodEvent, publish: bool = True) -> IngestResult:
@@ -311,8 +192,8 @@ def pod_event_ingest(*, job_id, event: PodEvent, publish: bool = True) -> Ingest
             transaction.atomic():
         # The job's cost row comes in the same query (not locked): billing decides from its
         # `metered_at` whether this event needs a metering (see job_cost_update).
-        job = _job_locked(job_id)
-        if not _event_store(job, event):
+        job = job_locked(job_id)
+        if not event_store(job, event):
             return IngestResult(stored=False, applied=False, status=job.status)
         # Only the current attempt's pod speaks for the job.
         if event.attempt != job.attempt:

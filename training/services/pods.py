@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from gpu_worker.contracts import SPEC_ENV_VAR
+from gpu_worker.contracts import EXIT_INTERRUPTED, SPEC_ENV_VAR
 from training import states
 from training.models import Checkpoint, JobEvent, TrainingJob
 from training.providers import (
@@ -28,13 +28,12 @@ from training.providers import (
     pod_name,
     pod_name_prefix,
 )
-from training.services.jobs import _move, job_spec_build, job_stopped, stop_reason
+from training.services.jobs import job_lock, job_move, job_spec_build, job_stopped, stop_reason
 from training.providers.base import describe_request
 from training.services.pod_events import interruption_record
 
 logger = logging.getLogger(__name__)
 
-EXIT_INTERRUPTED = 75
 # `<prefix>-<job uuid>-<attempt>`: every pod names its job, so a pod confirmed gone is billed to it
 # even when the job has moved on to another pod.
 _POD_NAME_JOB_RE = re.compile(r"-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-(\d+)$")
@@ -76,7 +75,7 @@ def job_launch(*, job_id) -> LaunchOutcome:
     second one. Provider errors propagate: transient ones are retried by the task.
     """
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().select_related("dataset").get(pk=job_id)
+        job = job_lock(job_id, select_related=("dataset",))
         if job.status in (states.QUEUED, states.INTERRUPTED):
             job.attempt += 1
             job.pod_name = pod_name(job.pk, job.attempt)
@@ -85,7 +84,7 @@ def job_launch(*, job_id) -> LaunchOutcome:
             reason = "launching" if job.attempt == 1 else f"relaunching (attempt {job.attempt})"
             if job.resume_from:
                 reason += f" from checkpoint {job.resume_from}"
-            _move(job, states.PROVISIONING, reason=reason)
+            job_move(job, states.PROVISIONING, reason=reason)
         elif not (job.status == states.PROVISIONING and not job.pod_id):
             return LaunchOutcome("skipped", job.pod_id, job.pod_name)
         request = _pod_request(job)
@@ -109,7 +108,7 @@ def job_launch(*, job_id) -> LaunchOutcome:
             raise
 
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job = job_lock(job_id)
         superseded = job.pod_name != request.name or job.is_terminal
         if used is not request and not superseded:
             _fallback_record(job, request, used)
@@ -248,14 +247,14 @@ def pod_gone_record(*, pod_id: str, pod_name: str = "", ended_at: float | None =
 def job_launch_failed(*, job_id, error: ProviderError) -> None:
     """A launch that cannot succeed (or ran out of retries): fail the job with the provider's words."""
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job = job_lock(job_id)
         if job.is_terminal:
             return
         job.error_class = error.error_class
         job.error_message = error.message
         job.error_suggestion = error.suggestion
         job.save()
-        _move(job, states.FAILED, reason=f"could not start a pod: {error.message}")
+        job_move(job, states.FAILED, reason=f"could not start a pod: {error.message}")
 
 
 def job_pod_terminate(*, job_id) -> bool:
@@ -283,7 +282,7 @@ def job_signal_stop(*, job_id) -> None:
     if job.is_terminal or not job.pod_id:
         if job.status == states.PROVISIONING and not job.pod_id:
             with transaction.atomic():
-                locked = TrainingJob.objects.select_for_update().get(pk=job_id)
+                locked = job_lock(job_id)
                 if not locked.is_terminal:
                     job_stopped(locked, "stopped before the pod started")
         return
@@ -298,7 +297,7 @@ def job_resume(*, job_id) -> bool:
     Records the steps lost since that checkpoint; falls back to on-demand after
     SPOT_FALLBACK_AFTER spot interruptions. Returns True when a relaunch was started."""
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job = job_lock(job_id)
         if job.status != states.INTERRUPTED:
             return False
         if job.stop_requested:
@@ -309,7 +308,7 @@ def job_resume(*, job_id) -> bool:
             job.error_message = f"the pod was interrupted {job.interruptions} times in {job.attempt} attempts"
             job.error_suggestion = "retry on on-demand capacity (spot off) or another GPU type"
             job.save()
-            _move(job, states.FAILED, reason=job.error_message)
+            job_move(job, states.FAILED, reason=job.error_message)
             return False
         checkpoint = Checkpoint.objects.filter(job=job, uri=job.resume_from).first() if job.resume_from else None
         resumed_step = checkpoint.step if checkpoint else 0
@@ -433,7 +432,7 @@ def seconds_in_state(job: TrainingJob, state: str, now_dt) -> float:
 
 def _adopt(job_id, pod) -> None:
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job = job_lock(job_id)
         if job.pod_name == pod.name and not job.pod_id and not job.is_terminal:
             job.pod_id = pod.pod_id
             job.launched_at = job.launched_at or timezone.now()
@@ -443,7 +442,7 @@ def _adopt(job_id, pod) -> None:
 
 def _interrupt(job_id, reason: str) -> bool:
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job = job_lock(job_id)
         if job.status not in states.POD_STATES:
             return False
         if job.stop_requested:
@@ -462,7 +461,7 @@ def _pod_gone(job_id, info, now_dt) -> str | None:
     if interrupted:
         return states.INTERRUPTED if _interrupt(job_id, "the pod is gone (terminated by the cloud or lost)") else None
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job = job_lock(job_id)
         if job.status not in states.POD_STATES:
             return None
         # Its last events may still be on their way: give them time before judging.
@@ -474,7 +473,7 @@ def _pod_gone(job_id, info, now_dt) -> str | None:
                              if exit_code else "the pod exited without reporting the end of the job")
         job.error_suggestion = "look at the pod's log; retry the job (it starts again from the beginning)"
         job.save()
-        _move(job, states.FAILED, reason=job.error_message)
+        job_move(job, states.FAILED, reason=job.error_message)
         return states.FAILED
 
 

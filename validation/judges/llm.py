@@ -29,7 +29,7 @@ from validation.judges.base import (ADAPTED, BASE, MODELS, TIE, Judge, JudgeItem
                                     ReplyScore)
 from validation.rubric import Rubric, build_rubric, clean_text
 
-PROMPT_VERSION = "rubric-v1"
+PROMPT_VERSION = "rubric-v2-empathy-pairwise"
 SCORE_MIN, SCORE_MAX = 1, 5
 MAX_CONTEXT_MESSAGES = 6
 
@@ -117,11 +117,18 @@ class LLMJudge(Judge):
         return [{"role": "system", "content": self.system_prompt()}, {"role": "user", "content": user}]
 
     def pairwise_messages(self, item: JudgeItem, first: str, second: str) -> list[dict[str, str]]:
+        """The primary endpoint's question: which reply is more empathic for this client. The
+        judge writes its reasoning before its verdict (the schema orders "reasoning" first), so the
+        verdict follows from the comparison instead of being rationalised afterwards."""
         user = (
             self._conversation(item)
             + f"Reply A:\n<<<\n{clean_text(first)}\n>>>\n\nReply B:\n<<<\n{clean_text(second)}\n>>>\n\n"
-            "Which reply better meets the rubric and the consultant's voice for this client? Answer \"tie\" when "
-            "neither is clearly better. Answer as JSON: {\"preferred\": \"A\" | \"B\" | \"tie\", \"reason\": \"<one sentence>\"}"
+            "Compare the two replies on empathy only: does the reply notice and name what this client feels, "
+            "validate it without judgment, and respond to this client's situation (not a generic script)? "
+            "Ignore length and position: a longer reply or the one shown first is not better for that. "
+            "First write your reasoning (two or three sentences comparing the replies), then your verdict. "
+            "Answer \"tie\" when neither is clearly more empathic. Answer as JSON: "
+            "{\"reasoning\": \"<your comparison>\", \"preferred\": \"A\" | \"B\" | \"tie\"}"
         )
         return [{"role": "system", "content": self.system_prompt()}, {"role": "user", "content": user}]
 
@@ -141,8 +148,9 @@ class LLMJudge(Judge):
 
     PAIRWISE_SCHEMA = {
         "type": "object",
-        "properties": {"preferred": {"type": "string", "enum": ["A", "B", "tie"]}, "reason": {"type": "string"}},
-        "required": ["preferred", "reason"],
+        # Reasoning first: structured output is generated in property order.
+        "properties": {"reasoning": {"type": "string"}, "preferred": {"type": "string", "enum": ["A", "B", "tie"]}},
+        "required": ["reasoning", "preferred"],
         "additionalProperties": False,
     }
 
@@ -168,7 +176,8 @@ class LLMJudge(Judge):
         preferred = data.get("preferred") if isinstance(data, dict) else None
         if isinstance(preferred, str) and preferred.strip().lower() in ("a", "b", "tie"):
             value = preferred.strip().lower()
-            return {"preferred": "tie" if value == "tie" else value.upper(), "reason": str(data.get("reason", ""))}
+            reasoning = data.get("reasoning", data.get("reason", ""))
+            return {"preferred": "tie" if value == "tie" else value.upper(), "reason": str(reasoning)}
         raise ValueError(f'"preferred" must be "A", "B" or "tie", got {preferred!r}')
 
     # ------------------------------------------------------------------ transport
@@ -248,24 +257,26 @@ class LLMJudge(Judge):
                           overall=sum(scores.values()) / len(scores),
                           details={"reason": answer["reason"], "attempts": attempts})
 
-    def _one_order(self, item: JudgeItem, first_model: str) -> str:
+    def _one_order(self, item: JudgeItem, first_model: str) -> tuple[str, str]:
         second_model = ADAPTED if first_model == BASE else BASE
         answer, _ = self.call(self.pairwise_messages(item, item.reply(first_model), item.reply(second_model)),
                               "pairwise_preference", self.PAIRWISE_SCHEMA, self.parse_pairwise)
-        return {"A": first_model, "B": second_model, "tie": TIE}[answer["preferred"]]
+        return {"A": first_model, "B": second_model, "tie": TIE}[answer["preferred"]], answer["reason"]
 
     def _compare(self, item: JudgeItem) -> PairwiseOutcome:
         if item.base_reply is None or item.adapted_reply is None:
             return PairwiseOutcome(item.item_id, None, not_computed="a reply is missing")
         try:
-            base_first = self._one_order(item, BASE)
-            adapted_first = self._one_order(item, ADAPTED)
+            base_first, why_base_first = self._one_order(item, BASE)
+            adapted_first, why_adapted_first = self._one_order(item, ADAPTED)
         except JudgeCallFailed as exc:
             return PairwiseOutcome(item.item_id, None, not_computed=str(exc))
+        # A verdict that flips with the order is position bias, not a preference: a tie.
         winner = base_first if base_first == adapted_first else TIE
         return PairwiseOutcome(item.item_id, winner, details={
-            "base_shown_first": base_first, "adapted_shown_first": adapted_first,
-            "consistent": base_first == adapted_first})
+            "criterion": "empathy", "base_shown_first": base_first, "adapted_shown_first": adapted_first,
+            "consistent": base_first == adapted_first,
+            "reasoning": {"base_shown_first": why_base_first, "adapted_shown_first": why_adapted_first}})
 
     def score(self, items: Sequence[JudgeItem]) -> JudgeResult:
         items = list(items)

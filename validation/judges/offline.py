@@ -8,8 +8,13 @@ Each reply is scored by
   similarity), clipped to [0, 1]; 0.5 means "as close to the off-voice exemplars as to the on-voice".
 
 overall = 0.5 x mean(detector scores) + 0.25 x reference_similarity + 0.25 x voice_similarity
-(without a reference: 2/3 detectors + 1/3 voice). Pairwise: the higher overall wins; a difference
-within `tie_margin` is a tie.
+(without a reference: 2/3 detectors + 1/3 voice).
+
+Pairwise (the report's primary endpoint) compares empathy only, with a deterministic scorer
+(`empathy_score`): 0.5 x feelings-first (names the feeling before facts) + 0.2 x judgment-free
++ 0.2 x emotional acknowledgement (distinct acknowledging phrases, up to 3) + 0.1 x invites the
+client (asks a question). It is asked in both orders like the LLM judge (`empathy_preference`);
+a difference within `tie_margin` is a tie.
 
 On-voice (brand voice) ignores the reference, because voice is about the consultant profile, not
 about matching one reply: voice_score = 0.75 x mean(detector scores) + 0.25 x voice_similarity, and
@@ -88,6 +93,30 @@ def _clamp(x: float) -> float:
     return min(1.0, max(0.0, x))
 
 
+def empathy_score(reply: str, rubric: Rubric, *, client_message: str = "") -> tuple[float, dict]:
+    """Deterministic empathy score of one reply in [0, 1] and its parts (see the module docstring)."""
+    from validation.rubric import EMOTION_ACK, _hits
+
+    detected = rubric.detect(reply, client_message=client_message)
+    text = clean_text(reply)
+    acknowledgements = sorted({h.lower() for h in _hits(EMOTION_ACK, text)})
+    parts = {"feelings_first": detected.scores.get("feelings_first", 0.0),
+             "judgment_free": detected.scores.get("judgment_free", 0.0),
+             "acknowledgement": min(len(acknowledgements), 3) / 3,
+             "invites_client": 1.0 if "?" in text else 0.0}
+    score = (0.5 * parts["feelings_first"] + 0.2 * parts["judgment_free"] + 0.2 * parts["acknowledgement"]
+             + 0.1 * parts["invites_client"])
+    return score, parts
+
+
+def empathy_preference(first: str, second: str, rubric: Rubric, *, client_message: str = "",
+                       tie_margin: float = 0.02) -> str:
+    """"A" (first more empathic), "B" or "tie", as the LLM judge answers the pairwise question."""
+    a, _ = empathy_score(first, rubric, client_message=client_message)
+    b, _ = empathy_score(second, rubric, client_message=client_message)
+    return "tie" if abs(a - b) <= tie_margin else ("A" if a > b else "B")
+
+
 class OfflineJudge(Judge):
     name = "offline"
     label = ("Automatic proxy: rule-based rubric detectors plus sentence-embedding similarity "
@@ -113,6 +142,23 @@ class OfflineJudge(Judge):
             vectors = self.embedder(on + off)
             self._exemplars = (vectors[:len(on)], vectors[len(on):])
         return self._exemplars
+
+    def compare_empathy(self, item: JudgeItem) -> PairwiseOutcome:
+        """Adapted vs base on empathy, asked in both orders; an order-dependent answer is a tie."""
+        msg = item.client_message
+        kw = {"client_message": msg, "tie_margin": self.tie_margin}
+        base_first = {"A": BASE, "B": ADAPTED, "tie": TIE}[
+            empathy_preference(item.base_reply, item.adapted_reply, self.rubric, **kw)]
+        adapted_first = {"A": ADAPTED, "B": BASE, "tie": TIE}[
+            empathy_preference(item.adapted_reply, item.base_reply, self.rubric, **kw)]
+        winner = base_first if base_first == adapted_first else TIE
+        scores = {m: empathy_score(item.reply(m), self.rubric, client_message=msg) for m in MODELS}
+        return PairwiseOutcome(item.item_id, winner, details={
+            "criterion": "empathy", "base_shown_first": base_first, "adapted_shown_first": adapted_first,
+            "consistent": base_first == adapted_first,
+            "empathy": {m: round(v[0], 4) for m, v in scores.items()},
+            "empathy_parts": {m: v[1] for m, v in scores.items()},
+            "empathy_difference": scores[ADAPTED][0] - scores[BASE][0]})
 
     def score_reply(self, reply: str, reply_vec, reference_vec=None, *, client_message: str = "") -> tuple[dict, dict]:
         """Criteria scores and details of one reply, from its embedding (and the reference's)."""
@@ -179,12 +225,15 @@ class OfflineJudge(Judge):
             if len(overall) < 2:
                 pairwise.append(PairwiseOutcome(item.item_id, None, not_computed="a reply is missing"))
                 continue
-            diff = overall[ADAPTED] - overall[BASE]
-            winner = TIE if abs(diff) <= self.tie_margin else (ADAPTED if diff > 0 else BASE)
-            pairwise.append(PairwiseOutcome(item.item_id, winner, details={"overall_difference": diff}))
+            pairwise.append(self.compare_empathy(item))
         reference_flags = [self.score_reply(item.reference, vectors[index[(item.item_id, "reference")]],
                                             client_message=item.client_message)[1]["on_voice"]
                            for item in items if item.reference]
+        # The ceiling of the primary endpoint: the dataset's own reply against the base, same question.
+        from dataclasses import replace
+        settings["reference_pairwise"] = [
+            {"item_id": item.item_id, "outcome": self.compare_empathy(replace(item, adapted_reply=item.reference)).outcome}
+            for item in items if item.reference and item.base_reply is not None]
         settings["reference_on_voice_rate"] = (sum(reference_flags) / len(reference_flags)) if reference_flags else None
         settings["reference_count"] = len(reference_flags)
         return JudgeResult(self.name, self.label, self.criteria, replies, pairwise, settings)

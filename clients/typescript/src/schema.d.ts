@@ -841,6 +841,11 @@ export interface components {
             readonly complete: boolean;
             /** Format: double */
             readonly epoch: number | null;
+            /**
+             * Format: double
+             * @description validation loss measured at this step
+             */
+            readonly valid_loss: number | null;
             /** Format: date-time */
             readonly created_at: string;
         };
@@ -858,6 +863,7 @@ export interface components {
             readonly source_filename: string;
             readonly source_bytes: number;
             readonly content_sha256: string;
+            readonly stats_status: components["schemas"]["StatsStatusEnum"];
             readonly conversation_count: number;
             readonly pair_count: number;
             readonly trainable_turns: number;
@@ -877,6 +883,7 @@ export interface components {
             readonly source_filename: string;
             readonly source_bytes: number;
             readonly content_sha256: string;
+            readonly stats_status: components["schemas"]["StatsStatusEnum"];
             readonly conversation_count: number;
             readonly pair_count: number;
             readonly trainable_turns: number;
@@ -890,6 +897,9 @@ export interface components {
             readonly stats: {
                 [key: string]: unknown;
             };
+            /** Format: date-time */
+            readonly stats_updated_at: string | null;
+            readonly val_fingerprint: string;
             readonly consultant_profile: {
                 [key: string]: unknown;
             } | null;
@@ -907,6 +917,13 @@ export interface components {
             /** Format: double */
             val_fraction?: number;
             seed?: number;
+            /**
+             * @description skip: leave out conversations that cannot be read and list them in stats.skipped_conversations; fail (default): refuse the file
+             *
+             *     * `fail` - fail
+             *     * `skip` - skip
+             */
+            on_error?: components["schemas"]["OnErrorEnum"];
         };
         Download: {
             /** Format: uuid */
@@ -1015,6 +1032,10 @@ export interface components {
             gradient_accumulation_steps?: number;
             max_seq_len?: number;
             seed?: number;
+            eval_every_steps?: number;
+            early_stopping_patience?: number;
+            /** Format: double */
+            early_stopping_min_delta?: number;
         };
         /** @description A row of the jobs list. Cost fields come from billing (null when it has no row). */
         Job: {
@@ -1149,7 +1170,10 @@ export interface components {
         JobCreateRequest: {
             /** Format: uuid */
             dataset: string;
-            /** @description a saved configuration template of your organization */
+            /**
+             * Format: int64
+             * @description a saved configuration template of your organization
+             */
             template?: number;
             preset?: components["schemas"]["PresetEnum"];
             overrides?: {
@@ -1163,6 +1187,10 @@ export interface components {
             bid_per_gpu?: string | null;
             /** @description GPUs on the pod (1-8); more than one trains with DDP or FSDP */
             gpu_count?: number;
+            /** @description {"alternatives": [{"gpu_type": ..., "cloud_type": ..., "spot": ...}], "on_demand_after_spot_failures": N}: what launch may take when there is no capacity */
+            capacity_fallback?: {
+                [key: string]: unknown;
+            };
             /** @description (default: empty) */
             client?: string;
             /** @description (default: empty) */
@@ -1230,6 +1258,8 @@ export interface components {
             readonly hyperparameters: components["schemas"]["Hyperparameters"];
             /** Format: decimal */
             readonly bid_per_gpu: string | null;
+            /** @description what launch may take when there is no capacity: {"alternatives": [{"gpu_type", "cloud_type", "spot", "bid_per_gpu"}...], "on_demand_after_spot_failures": N} */
+            readonly capacity_fallback: unknown;
             readonly pod_id: string;
             readonly pod_name: string;
             readonly stage_times: {
@@ -1357,6 +1387,12 @@ export interface components {
             /** Format: double */
             valid_mean_token_accuracy?: number | null;
         };
+        /**
+         * @description * `fail` - fail
+         *     * `skip` - skip
+         * @enum {string}
+         */
+        OnErrorEnum: "fail" | "skip";
         PackageRequestRequest: {
             /** @description a validation report to include in the model card */
             report?: {
@@ -1520,10 +1556,20 @@ export interface components {
         SourceEnum: "seed" | "runpod" | "admin";
         /**
          * @description * `brightrun-lora-v4` - Bright Run training file (brightrun-lora-v4)
+         *     * `brightrun-jsonl` - Bright Run training.jsonl (one training pair per line)
+         *     * `brightrun-conversation` - Bright Run single-conversation file (brightrun-lora-v4)
          *     * `chat-jsonl` - Chat JSONL (OpenAI messages)
+         *     * `mixed` - Several files of different formats
          * @enum {string}
          */
-        SourceFormatEnum: "brightrun-lora-v4" | "chat-jsonl";
+        SourceFormatEnum: "brightrun-lora-v4" | "brightrun-jsonl" | "brightrun-conversation" | "chat-jsonl" | "mixed";
+        /**
+         * @description * `pending` - Pending (estimates until the background task has counted)
+         *     * `ready` - Ready
+         *     * `failed` - Failed (estimates kept; see stats.stats_error)
+         * @enum {string}
+         */
+        StatsStatusEnum: "pending" | "ready" | "failed";
         /**
          * @description * `queued` - Queued
          *     * `provisioning` - Provisioning
@@ -3329,7 +3375,7 @@ export interface operations {
             query?: {
                 /** @description only points after this step */
                 after_step?: number;
-                /** @description comma-separated, default loss,learning_rate,grad_norm,tokens_per_s; any of loss,learning_rate,grad_norm,tokens_per_s,epoch,gpu_memory_mb,eta_s,total_steps */
+                /** @description comma-separated, default loss,valid_loss,learning_rate,grad_norm,tokens_per_s; any of loss,valid_loss,learning_rate,grad_norm,tokens_per_s,epoch,gpu_memory_mb,eta_s,total_steps,train_mean_token_accuracy,valid_mean_token_accuracy */
                 keys?: string;
                 /** @description at most this many points per series (default 500) */
                 max_points?: number;
