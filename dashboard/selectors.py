@@ -29,6 +29,10 @@ def gpu_catalog() -> list[dict]:
                         "secure_spot_price", "community_spot_price"))
 
 
+# Budget status keys the budgets page draws itself (heading, chart, alert list), not as a table row.
+_BUDGET_OWN_ROWS = {"chart", "alerts", "thresholds", "id", "client", "limit", "hard_cap"}
+
+
 def budgets_overview(*, organization) -> list[dict] | None:
     """Each active budget's status this month (billing.selectors.budget_status), or None when
     billing does not expose it."""
@@ -47,7 +51,10 @@ def budgets_overview(*, organization) -> list[dict] | None:
     for budget in Budget.objects.filter(organization=organization, active=True).order_by("client", "pk"):
         status = billing_selectors.budget_status(budget=budget, month=month, now=timezone.now())
         # The label comes last: a status that carries its own (empty) "client" must not blank it.
-        out.append({**status, "id": budget.pk, "client": budget.client or "Whole organization"})
+        row = {**status, "id": budget.pk, "client": budget.client or "Whole organization"}
+        row["details"] = [(k.replace("_", " ").capitalize(), human(v)) for k, v in status.items()
+                          if k not in _BUDGET_OWN_ROWS]
+        out.append(row)
     return out
 
 
@@ -89,7 +96,7 @@ def stage_strip(job, stages) -> list[dict]:
         cls, note = "", ""
         if job.status == states.COMPLETED:
             cls = "done"
-            if code == states.TRAINING and job.stop_requested:
+            if code == states.TRAINING and (job.stop_requested or (job.result or {}).get("stopped_early")):
                 cls, note = "done stopped", "stopped early"
         elif job.status in (states.FAILED, states.CANCELLED):
             cls = "done" if i < at else (job.status if i == at else "")

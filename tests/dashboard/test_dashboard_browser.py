@@ -103,7 +103,7 @@ def test_job_page_chart_grows_with_pod_events(browser, daphne_server, organizati
     page.screenshot(path=str(tmp_path / "job-page-training.png"), full_page=True)
 
     post_events(events[halfway:], job.webhook_secret)
-    page.wait_for_function("document.querySelector('#job-status').textContent === 'completed'", timeout=15000)
+    page.wait_for_function("document.querySelector('#job-status').textContent === 'Completed'", timeout=15000)
     page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points) === 40", timeout=15000)
     assert int(page.locator("#chart-lr").get_attribute("data-points")) == 40
     assert page.locator("#checkpoints tr").count() == 4

@@ -58,7 +58,7 @@
   function setStatus(s) {
     status = s;
     const el = $("job-status");
-    el.textContent = s;
+    el.textContent = (s.charAt(0).toUpperCase() + s.slice(1)).replace(/_/g, " ");
     el.className = `status status-${s}`;
     const terminal = TERMINAL.includes(s);
     for (const id of ["btn-stop", "btn-cancel"]) if ($(id)) $(id).hidden = terminal;
@@ -114,9 +114,24 @@
     tr.dataset.step = c.step;
     tr.innerHTML = "<td></td><td></td><td class='muted'></td>";
     tr.children[0].textContent = c.step;
-    tr.children[1].textContent = c.bytes ? `${(c.bytes / 1e6).toFixed(1)} MB` : "–";
+    tr.children[1].textContent = c.bytes ? BR.bytes(c.bytes) : "–";
     tr.children[2].textContent = c.name || `step-${c.step}`;
     if (!existing) $("checkpoints").appendChild(tr);
+    linkCheckpoint(tr);
+  }
+  // Stored checkpoints (artifacts of kind "checkpoint", keyed by step) become download links; the
+  // storage URI is never shown: links are minted per click after the artifacts app's permission check.
+  const checkpointArtifacts = new Map();
+  function linkCheckpoint(tr) {
+    const artifact = checkpointArtifacts.get(Number(tr.dataset.step));
+    if (!artifact || tr.querySelector("a")) return;
+    const cell = tr.children[2];
+    const a = document.createElement("a");
+    a.href = `/api/v1/artifacts/${artifact.id}/download/`;
+    a.textContent = `Download ${cell.textContent}`;
+    a.addEventListener("click", (e) => { e.preventDefault(); download(artifact.id, cell); });
+    cell.textContent = "";
+    cell.appendChild(a);
   }
 
   function addPoints(points) {
@@ -188,24 +203,38 @@
     } catch (e) { ul.innerHTML = "<li>Downloads are not available on this server.</li>"; return; }
     ul.innerHTML = "";
     if (!rows.length) { ul.innerHTML = "<li>No files yet.</li>"; return; }
+    checkpointArtifacts.clear();
     for (const r of rows) {
+      if (r.kind === "checkpoint") {
+        if (!r.pruned_at) checkpointArtifacts.set(Number((r.metadata || {}).step), r);
+        continue;
+      }
       const li = document.createElement("li");
-      const button = document.createElement("button");
-      button.className = "secondary";
-      button.textContent = `${r.kind}: ${r.name || r.uri}`;
-      button.addEventListener("click", () => download(r.id, li));
-      li.appendChild(button);
+      const a = document.createElement("a");
+      a.href = `/api/v1/artifacts/${r.id}/download/`;
+      a.textContent = `${KIND_LABELS[r.kind] || r.kind}${r.name ? ": " + r.name : ""}${r.version ? " v" + r.version : ""}`;
+      a.addEventListener("click", (e) => { e.preventDefault(); download(r.id, li); });
+      li.appendChild(a);
+      if (r.bytes) li.appendChild(document.createTextNode(` (${BR.bytes(r.bytes)})`));
       ul.appendChild(li);
     }
+    if (!ul.children.length) ul.innerHTML = "<li>Only checkpoints so far (linked above).</li>";
+    document.querySelectorAll("#checkpoints tr").forEach(linkCheckpoint);
   }
+  const KIND_LABELS = {adapter: "LoRA adapter", tokenizer: "Tokenizer", metrics: "Metrics", report: "Validation report",
+    package: "Deployment package", merged: "Merged model"};
   async function download(artifactId, li) {
     try {
       const links = await BR.api("GET", `/api/v1/artifacts/${artifactId}/download/`);
       if (links.url) { location.href = links.url; return; }
+      const stale = li.querySelector("ul.files");
+      if (stale) stale.remove();
       const list = document.createElement("ul");
+      list.className = "files";
       for (const f of links.files || []) {
         const a = document.createElement("a");
         a.href = f.url; a.textContent = f.path;
+        a.setAttribute("download", f.path.replace(/\//g, "_"));
         const item = document.createElement("li"); item.appendChild(a); list.appendChild(item);
       }
       li.appendChild(list);
