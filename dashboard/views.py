@@ -11,6 +11,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 
 from dashboard import selectors as dash
+from dashboard.hyperparameter_fields import hyperparameter_fields
 from gpu_worker.presets import PRESETS
 from training import selectors, states
 from training.models import Dataset
@@ -52,6 +53,7 @@ def job_new(request):
                for p in PRESETS.values()]
     from django.conf import settings
 
+    fields = hyperparameter_fields()
     return render(request, "dashboard/job_new.html", _ctx(
         request,
         datasets=list(Dataset.objects.filter(organization=actor.organization).order_by("-created_at")
@@ -61,6 +63,7 @@ def job_new(request):
                                                 "cloud_type", "spot", "description")),
         gpus=dash.gpu_catalog(), default_gpu=settings.DEFAULT_GPU_TYPE, default_base_model=settings.DEFAULT_BASE_MODEL,
         budgets=dash.budgets_overview(organization=actor.organization),
+        hp_basic=[f for f in fields if not f["advanced"]], hp_advanced=[f for f in fields if f["advanced"]],
     ))
 
 
