@@ -201,3 +201,53 @@ def reports_compare(request):
     return render(request, "dashboard/report_compare.html",
                   _ctx(request, comparison=comparison, choices=choices, a=a, b=b,
                        validation_warnings=validation_warnings))
+
+
+def _history_rows(request, actor):
+    from dashboard.history import history_rows
+
+    g = request.GET
+    status = [s for s in g.get("status", "").split(",") if s in dict(states.CHOICES)]
+    try:
+        dataset = uuid.UUID(g["dataset"]) if g.get("dataset") else None
+    except ValueError:
+        raise Http404("dataset must be a dataset id") from None
+    return history_rows(organization=actor.organization, status=status or None, dataset=dataset,
+                        preset=g.get("preset") or None, client=g.get("client") or None,
+                        created_by=g.get("created_by") or None, search=g.get("q") or None,
+                        sort=g.get("sort") or "-created_at")
+
+
+@login_required
+def history(request):
+    """Every job of the organization with its outcome, for comparing runs (docs/dashboard.md)."""
+    from dashboard.history import SORT_KEYS, scatter
+
+    actor = _actor(request)
+    rows = _history_rows(request, actor)
+    query = request.GET.copy()
+    query.pop("sort", None)
+    sort = request.GET.get("sort") or "-created_at"
+    columns = [("name", "Job"), ("dataset", "Dataset"), ("preset", "Preset"), (None, "Key settings"),
+               ("train_loss", "Train loss"), ("val_loss", "Val. loss"), ("quality", "Empathy win rate"),
+               (None, "Gates"), ("cost", "Cost"), ("duration_s", "Duration"), ("created_by", "Started by"),
+               ("created_at", "Created")]
+    return render(request, "dashboard/history.html", _ctx(
+        request, rows=rows, scatter=scatter(rows), statuses=states.CHOICES, query=query.urlencode(),
+        sort=sort, sort_keys=SORT_KEYS, presets=list(PRESETS),
+        columns=[{"key": k, "label": label, "active": k and sort.lstrip("-") == k,
+                  "next": (k if sort == f"-{k}" else f"-{k}") if k else None} for k, label in columns],
+        datasets=Dataset.objects.filter(organization=actor.organization).order_by("name").values("id", "name"),
+    ))
+
+
+@login_required
+def history_export(request):
+    from django.http import HttpResponse
+
+    from dashboard.history import history_csv
+
+    actor = _actor(request)
+    response = HttpResponse(history_csv(_history_rows(request, actor)), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="jobs-history.csv"'
+    return response
