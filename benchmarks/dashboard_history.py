@@ -16,12 +16,12 @@ import argparse
 import random
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import _support as S  # noqa: E402
+from benchmarks import _support as S
 
 TARGET_S = 1.0
 
@@ -41,7 +41,7 @@ def load(org, user, dataset, n_jobs: int, seed: int = 1) -> None:
     from validation.models import ValidationRun
 
     rng = random.Random(seed)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     statuses = ["completed"] * 7 + ["failed", "cancelled", "training"]
     jobs = []
     for i in range(n_jobs):
