@@ -78,6 +78,8 @@ def test_job_page_chart_grows_with_pod_events(browser, daphne_server, organizati
             event.data.update({"loss": 2.6 * math.exp(-s / 14) + 0.9 + rng.uniform(-0.06, 0.06),
                                "learning_rate": 2e-4 * min(1.0, s / 4) * (1 - s / 41), "tokens_per_s": 1830.0,
                                "eta_s": (40 - s) * 3.0})
+            if s % 10 == 0:  # the pod measures the validation loss every few steps
+                event.data["valid_loss"] = 2.8 * math.exp(-s / 16) + 1.0
     first_metrics = next(i for i, e in enumerate(events) if e.type == "metrics")
     post_events(events[: first_metrics + 3], job.webhook_secret)
 
@@ -106,6 +108,8 @@ def test_job_page_chart_grows_with_pod_events(browser, daphne_server, organizati
     page.wait_for_function("document.querySelector('#job-status').textContent === 'Completed'", timeout=15000)
     page.wait_for_function("Number(document.querySelector('#chart-loss').dataset.points) === 40", timeout=15000)
     assert int(page.locator("#chart-lr").get_attribute("data-points")) == 40
+    # The validation loss is on the loss chart, as points joined across the steps between them.
+    page.wait_for_function("document.querySelector('#chart-loss').dataset.validPoints === '4'", timeout=15000)
     assert page.locator("#checkpoints tr").count() == 4
     assert page.locator("#stages li.done").count() == 5
     shot = tmp_path / "job-page.png"
@@ -153,6 +157,14 @@ def test_pages_at_phone_width_are_labelled_keyboard_ordered_and_error_free(brows
     failed = make_running_job(organization, status="failed", created_by=user, name="broken", stage="training",
                               error_class="oom", error_message="Out of GPU memory")
     Budget.objects.create(organization=organization, client="", limit="100.00")
+    from artifacts.models import ModelArtifact
+    from training.models import Checkpoint
+
+    Checkpoint.objects.create(job=done, step=10, uri="file:///storage/jobs/x/checkpoints/step-10", bytes=2_400_000)
+    ModelArtifact.objects.create(organization=organization, job=done, kind="checkpoint", name="step-10",
+                                 key=f"jobs/{done.pk}/checkpoints/step-10", uri="file:///storage/step-10",
+                                 bytes=2_400_000, metadata={"step": 10, "attempt": 1},
+                                 files=[{"path": "adapter_model.safetensors", "bytes": 2_400_000, "sha256": ""}])
     pages = {"jobs": "/", "new job": "/jobs/new/", "job (completed)": f"/jobs/{done.pk}/",
              "job (failed)": f"/jobs/{failed.pk}/", "history": "/history/", "compare": f"/jobs/compare/?ids={done.pk},{failed.pk}",
              "datasets": "/datasets/", "dataset": f"/datasets/{done.dataset_id}/", "budgets": "/budgets/"}
@@ -189,6 +201,15 @@ def test_pages_at_phone_width_are_labelled_keyboard_ordered_and_error_free(brows
     page.focus("#f-dataset")
     outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"
+    # Checkpoints are download links (minted per click by the artifacts app), never storage URIs.
+    page.goto(f"{daphne_server.http}/jobs/{done.pk}/")
+    link = page.locator("#checkpoints a", has_text="Download step-10")
+    link.wait_for(timeout=10000)
+    link.click()
+    page.locator("#checkpoints ul.files a").first.wait_for(timeout=10000)
+    hrefs = page.eval_on_selector_all("#checkpoints ul.files a", "els => els.map((a) => a.href)")
+    assert hrefs and all(h.startswith(daphne_server.http) for h in hrefs), hrefs
+    assert "file://" not in page.inner_text("body")
     # The history page's compare: tick two rows, submit, land on the compare page with both.
     page.goto(f"{daphne_server.http}/history/")
     page.check(f"input[name=ids][value='{done.pk}']")

@@ -104,19 +104,23 @@
     $("events").scrollTop = $("events").scrollHeight;
   }
 
+  // Rows are updated in place: a reconnect's snapshot must not close a file list the user opened.
   function setCheckpoints(rows) {
-    $("checkpoints").innerHTML = "";
+    const steps = new Set(rows.map((c) => String(c.step)));
+    document.querySelectorAll("#checkpoints tr").forEach((tr) => { if (!steps.has(tr.dataset.step)) tr.remove(); });
     rows.forEach(addCheckpoint);
   }
   function addCheckpoint(c) {
-    const existing = document.querySelector(`#checkpoints tr[data-step="${c.step}"]`);
-    const tr = existing || document.createElement("tr");
-    tr.dataset.step = c.step;
-    tr.innerHTML = "<td></td><td></td><td class='muted'></td>";
+    let tr = document.querySelector(`#checkpoints tr[data-step="${c.step}"]`);
+    if (!tr) {
+      tr = document.createElement("tr");
+      tr.dataset.step = c.step;
+      tr.innerHTML = "<td></td><td></td><td class='muted'></td>";
+      $("checkpoints").appendChild(tr);
+    }
     tr.children[0].textContent = c.step;
     tr.children[1].textContent = c.bytes ? BR.bytes(c.bytes) : "–";
-    tr.children[2].textContent = c.name || `step-${c.step}`;
-    if (!existing) $("checkpoints").appendChild(tr);
+    if (!tr.children[2].querySelector("a")) tr.children[2].textContent = c.name || `step-${c.step}`;
     linkCheckpoint(tr);
   }
   // Stored checkpoints (artifacts of kind "checkpoint", keyed by step) become download links; the
