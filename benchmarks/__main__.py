@@ -20,6 +20,7 @@ docs/performance.md records them. Names:
   accuracy   estimator error per kind (median, p90) as the estimate API shows it, scripted runs on the priced local provider
   import     dataset import through the API (the 4 MB, 72-conversation file; 0.6 MB sample; training.jsonl)
              and its background statistics task
+  history    dashboard history & analysis page with 1,000 jobs: server time and queries (target < 1 s)
   gpu        QLoRA tokens/s, memory and MFU on CUDA (8B and a slice of 70B) -- only with --gpu or by name
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CPU_BENCHMARKS = ("runtime", "tokens", "ingest", "api", "demo", "estimator", "ledger", "accuracy", "loss", "import")
+CPU_BENCHMARKS = ("runtime", "tokens", "ingest", "api", "demo", "estimator", "ledger", "accuracy", "loss", "import", "history")
 ALL = (*CPU_BENCHMARKS, "gpu")
 
 
@@ -56,6 +57,7 @@ def commands(quick: bool) -> dict[str, list[str]]:
         "ledger": _script("benchmarks/billing_ledger.py", []),
         "accuracy": _script("benchmarks/billing_accuracy.py", ["--jobs", "12"] if quick else ["--jobs", "36", "--seed", "5"]),
         "import": _script("benchmarks/dataset_import.py", ["--repeats", "2"] if quick else ["--repeats", "5"]),
+        "history": _script("benchmarks/dashboard_history.py", ["--quick"] if quick else []),
         "gpu": _script("benchmarks/gpu/qlora_throughput.py", ["--steps", "3", "--warmup", "1"] if quick else []),
     }
 

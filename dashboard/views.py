@@ -11,6 +11,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 
 from dashboard import selectors as dash
+from dashboard.hyperparameter_fields import hyperparameter_fields
 from gpu_worker.presets import PRESETS
 from training import selectors, states
 from training.models import Dataset
@@ -52,6 +53,7 @@ def job_new(request):
                for p in PRESETS.values()]
     from django.conf import settings
 
+    fields = hyperparameter_fields()
     return render(request, "dashboard/job_new.html", _ctx(
         request,
         datasets=list(Dataset.objects.filter(organization=actor.organization).order_by("-created_at")
@@ -61,6 +63,7 @@ def job_new(request):
                                                 "cloud_type", "spot", "description")),
         gpus=dash.gpu_catalog(), default_gpu=settings.DEFAULT_GPU_TYPE, default_base_model=settings.DEFAULT_BASE_MODEL,
         budgets=dash.budgets_overview(organization=actor.organization),
+        hp_basic=[f for f in fields if not f["advanced"]], hp_advanced=[f for f in fields if f["advanced"]],
     ))
 
 
@@ -71,9 +74,18 @@ def job_detail(request, pk):
     if job is None:
         raise Http404("no such job")
     snapshot = selectors.job_snapshot(job=job)
+    validation = None
+    if job.status == states.COMPLETED:
+        from validation import selectors as validation_selectors
+
+        document = validation_selectors.validation_report(job=job)
+        if document is not None:
+            validation = {"headline": document["headline"], "verdict": document["verdict"].get("verdict"),
+                          "verdict_label": document["verdict"].get("label"), "gates": document["gates"]}
     return render(request, "dashboard/job_detail.html", _ctx(
-        request, job=job, snapshot=snapshot, stages=STAGES, evaluation=selectors.job_evaluation(job),
-        stage_index=[s for s, _ in STAGES].index(job.stage) if job.stage in dict(STAGES) else -1,
+        request, job=job, snapshot=snapshot, stages=dash.stage_strip(job, STAGES), validation=validation,
+        evaluation=[(k.replace("_", " "), dash.human(v)) for k, v in selectors.job_evaluation(job).items()],
+        hyperparameters=[(k.replace("_", " "), dash.human(v)) for k, v in (job.hyperparameters or {}).items()],
         retries=list(job.retries.order_by("-created_at").values("id", "name", "status")[:5]),
     ))
 
@@ -189,3 +201,53 @@ def reports_compare(request):
     return render(request, "dashboard/report_compare.html",
                   _ctx(request, comparison=comparison, choices=choices, a=a, b=b,
                        validation_warnings=validation_warnings))
+
+
+def _history_rows(request, actor):
+    from dashboard.history import history_rows
+
+    g = request.GET
+    status = [s for s in g.get("status", "").split(",") if s in dict(states.CHOICES)]
+    try:
+        dataset = uuid.UUID(g["dataset"]) if g.get("dataset") else None
+    except ValueError:
+        raise Http404("dataset must be a dataset id") from None
+    return history_rows(organization=actor.organization, status=status or None, dataset=dataset,
+                        preset=g.get("preset") or None, client=g.get("client") or None,
+                        created_by=g.get("created_by") or None, search=g.get("q") or None,
+                        sort=g.get("sort") or "-created_at")
+
+
+@login_required
+def history(request):
+    """Every job of the organization with its outcome, for comparing runs (docs/dashboard.md)."""
+    from dashboard.history import SORT_KEYS, scatter
+
+    actor = _actor(request)
+    rows = _history_rows(request, actor)
+    query = request.GET.copy()
+    query.pop("sort", None)
+    sort = request.GET.get("sort") or "-created_at"
+    columns = [("name", "Job"), ("dataset", "Dataset"), ("preset", "Preset"), (None, "Key settings"),
+               ("train_loss", "Train loss"), ("val_loss", "Val. loss"), ("quality", "Empathy win rate"),
+               (None, "Gates"), ("cost", "Cost"), ("duration_s", "Duration"), ("created_by", "Started by"),
+               ("created_at", "Created")]
+    return render(request, "dashboard/history.html", _ctx(
+        request, rows=rows, scatter=scatter(rows), statuses=states.CHOICES, query=query.urlencode(),
+        sort=sort, sort_keys=SORT_KEYS, presets=list(PRESETS),
+        columns=[{"key": k, "label": label, "active": k and sort.lstrip("-") == k,
+                  "next": (k if sort == f"-{k}" else f"-{k}") if k else None} for k, label in columns],
+        datasets=Dataset.objects.filter(organization=actor.organization).order_by("name").values("id", "name"),
+    ))
+
+
+@login_required
+def history_export(request):
+    from django.http import HttpResponse
+
+    from dashboard.history import history_csv
+
+    actor = _actor(request)
+    response = HttpResponse(history_csv(_history_rows(request, actor)), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="jobs-history.csv"'
+    return response

@@ -119,3 +119,71 @@ def test_new_job_page_lists_datasets_and_templates(browser_as, organization):
     JobTemplate.objects.create(organization=organization, name="nightly", preset="conservative")
     page = client.get("/jobs/new/").content.decode()
     assert str(dataset.pk) in page and "nightly" in page
+
+
+def test_job_page_stage_strip_is_exact_for_final_states_and_values_are_formatted(browser_as, organization):
+    client = browser_as("eng", organization)
+    failed = make_running_job(organization, status="failed", name="failed-in-training", error_class="oom",
+                              error_message="Out of memory", stage="training")
+    cancelled = make_running_job(organization, status="cancelled", name="cancelled-job", stage="model_loading")
+    done = make_running_job(organization, status="completed", name="stopped-job", stage="evaluating",
+                            stop_requested=True)
+    TrainingJob.objects.filter(pk=done.pk).update(hyperparameters={"learning_rate": 0.000123456, "lora_r": 16},
+                                                  result={"eval": {"val_perplexity": 3.14159265, "extra": {"a": 1}}})
+    page = client.get(f"/jobs/{failed.pk}/").content.decode()
+    assert 'data-stage="preprocessing" class="done"' in page and 'data-stage="training" class="failed"' in page
+    assert 'data-stage="finalizing" class=""' in page
+    page = client.get(f"/jobs/{cancelled.pk}/").content.decode()
+    assert 'data-stage="model_loading" class="cancelled"' in page and 'data-stage="training" class=""' in page
+    page = client.get(f"/jobs/{done.pk}/").content.decode()
+    assert 'data-stage="training" class="done stopped"' in page and "stopped early" in page
+    assert 'data-stage="evaluating" class="done"' in page
+    assert "1.23e-04" in page and "3.142" in page and "3.14159265" not in page and "{'a'" not in page
+
+
+def _completed_validation_run(job):
+    from validation.models import ValidationRun
+
+    win = {"key": "pairwise_win_rate", "title": "Pairwise empathy win rate", "computed": True,
+           "value": {"value": 0.6234, "low": 0.51, "high": 0.7321, "n": 48},
+           "difference": {"value": 0.2512, "low": 0.05, "high": 0.44}}
+    gate = {"gate": "brand_voice", "verdict": "pass", "value": 0.8125, "n": 48, "ci": [0.7011, 0.9012],
+            "checks": [{"check": "on_voice_floor", "verdict": "pass", "value": 0.8125, "threshold": 0.5}]}
+    return ValidationRun.objects.create(job=job, organization=job.organization, status="completed", verdict="pass",
+                                        metrics={"pairwise_win_rate": win},
+                                        summary={"verdict": "pass", "gates": [gate]})
+
+
+def test_completed_job_page_leads_with_the_validation_headline_and_gates(browser_as, organization):
+    client = browser_as("eng", organization)
+    job = make_running_job(organization, status="completed", name="validated-job", stage="evaluating")
+    TrainingJob.objects.filter(pk=job.pk).update(last_loss=1.234567891, tokens_per_s=1534.56789)
+    _completed_validation_run(job)
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    summary = page.index('id="validation-summary"')
+    assert summary < page.index('id="stages"'), "the validation summary comes before the progress card"
+    # The headline is the validation app's own sentence: percentage, interval and n, as people read them.
+    assert "62.3% [51.0%, 73.2%] of 48 held-out client turns" in page
+    assert "Brand voice" in page and "81%" in page and "[70%, 90%]" in page and "on voice floor: pass" in page
+    assert ">Pass<" in page and ">Completed<" in page
+    # The KPIs are rounded (the raw floats stay only in the JSON snapshot the script reads).
+    assert 'id="job-loss">1.2346<' in page and 'id="job-tps">1535<' in page
+
+
+def test_job_page_without_validation_run_has_no_summary(browser_as, organization):
+    client = browser_as("eng", organization)
+    job = make_running_job(organization, status="completed", name="unvalidated-job")
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="validation-summary"' not in page and "Validation report" in page
+
+
+def test_organization_wide_budget_has_a_label_on_the_budgets_and_new_job_pages(browser_as, organization):
+    from billing.models import Budget
+
+    Budget.objects.create(organization=organization, client="", limit="250.00")
+    client = browser_as("eng", organization)
+    budgets = client.get("/budgets/").content.decode()
+    assert "<h2>Whole organization · limit $250.00" in budgets
+    assert "{'" not in budgets and "[{" not in budgets
+    new = client.get("/jobs/new/").content.decode()
+    assert "<div>Whole organization: <b>$" in new

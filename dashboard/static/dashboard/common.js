@@ -54,5 +54,12 @@
     const n = Number(v);
     return Math.abs(n) < 1e-3 && n !== 0 ? n.toExponential(2) : n.toFixed(digits === undefined ? 4 : digits);
   }
-  window.BR = {api, liveSocket, duration, num, cookie};
+  function bytes(n) {
+    if (!n) return "–";
+    const units = ["B", "KB", "MB", "GB"];
+    let i = 0;
+    while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+    return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+  }
+  window.BR = {api, liveSocket, duration, num, cookie, bytes};
 })();

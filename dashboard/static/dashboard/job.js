@@ -58,7 +58,7 @@
   function setStatus(s) {
     status = s;
     const el = $("job-status");
-    el.textContent = s;
+    el.textContent = (s.charAt(0).toUpperCase() + s.slice(1)).replace(/_/g, " ");
     el.className = `status status-${s}`;
     const terminal = TERMINAL.includes(s);
     for (const id of ["btn-stop", "btn-cancel"]) if ($(id)) $(id).hidden = terminal;
@@ -66,14 +66,20 @@
     if (s === "completed") $("job-progress").style.width = "100%";
     if (terminal) $("job-eta").textContent = "–";
     if (STAGES.includes(s)) setStage(s);
-    if (s === "completed") document.querySelectorAll("#stages li").forEach((li) => { li.className = "done"; });
+    else if (s === "failed" || s === "cancelled") setStage(null);
+    if (s === "completed") document.querySelectorAll("#stages li").forEach((li) => { if (!/done/.test(li.className)) li.className = "done"; });
   }
 
+  let stageAt = STAGES.findIndex((s, i) => /current|failed|cancelled/.test(document.querySelectorAll("#stages li")[i].className));
+  // The strip is exact for final states too: a failed or cancelled job keeps the stage it ended in
+  // marked so (the server drew it first; live messages only move a running job along).
   function setStage(stage) {
     const index = STAGES.indexOf(stage);
-    if (index < 0) return;
+    if (index >= 0) stageAt = index;
+    if (status === "completed") return;
+    const mark = status === "failed" || status === "cancelled" ? status : "current";
     document.querySelectorAll("#stages li").forEach((li, i) => {
-      li.className = i < index ? "done" : i === index ? "current" : "";
+      li.className = i < stageAt ? "done" : i === stageAt ? mark : "";
     });
   }
 
@@ -98,19 +104,38 @@
     $("events").scrollTop = $("events").scrollHeight;
   }
 
+  // Rows are updated in place: a reconnect's snapshot must not close a file list the user opened.
   function setCheckpoints(rows) {
-    $("checkpoints").innerHTML = "";
+    const steps = new Set(rows.map((c) => String(c.step)));
+    document.querySelectorAll("#checkpoints tr").forEach((tr) => { if (!steps.has(tr.dataset.step)) tr.remove(); });
     rows.forEach(addCheckpoint);
   }
   function addCheckpoint(c) {
-    const existing = document.querySelector(`#checkpoints tr[data-step="${c.step}"]`);
-    const tr = existing || document.createElement("tr");
-    tr.dataset.step = c.step;
-    tr.innerHTML = "<td></td><td></td><td class='muted'></td>";
+    let tr = document.querySelector(`#checkpoints tr[data-step="${c.step}"]`);
+    if (!tr) {
+      tr = document.createElement("tr");
+      tr.dataset.step = c.step;
+      tr.innerHTML = "<td></td><td></td><td class='muted'></td>";
+      $("checkpoints").appendChild(tr);
+    }
     tr.children[0].textContent = c.step;
-    tr.children[1].textContent = c.bytes ? `${(c.bytes / 1e6).toFixed(1)} MB` : "–";
-    tr.children[2].textContent = c.name || `step-${c.step}`;
-    if (!existing) $("checkpoints").appendChild(tr);
+    tr.children[1].textContent = c.bytes ? BR.bytes(c.bytes) : "–";
+    if (!tr.children[2].querySelector("a")) tr.children[2].textContent = c.name || `step-${c.step}`;
+    linkCheckpoint(tr);
+  }
+  // Stored checkpoints (artifacts of kind "checkpoint", keyed by step) become download links; the
+  // storage URI is never shown: links are minted per click after the artifacts app's permission check.
+  const checkpointArtifacts = new Map();
+  function linkCheckpoint(tr) {
+    const artifact = checkpointArtifacts.get(Number(tr.dataset.step));
+    if (!artifact || tr.querySelector("a")) return;
+    const cell = tr.children[2];
+    const a = document.createElement("a");
+    a.href = `/api/v1/artifacts/${artifact.id}/download/`;
+    a.textContent = `Download ${cell.textContent}`;
+    a.addEventListener("click", (e) => { e.preventDefault(); download(artifact.id, cell); });
+    cell.textContent = "";
+    cell.appendChild(a);
   }
 
   function addPoints(points) {
@@ -182,24 +207,38 @@
     } catch (e) { ul.innerHTML = "<li>Downloads are not available on this server.</li>"; return; }
     ul.innerHTML = "";
     if (!rows.length) { ul.innerHTML = "<li>No files yet.</li>"; return; }
+    checkpointArtifacts.clear();
     for (const r of rows) {
+      if (r.kind === "checkpoint") {
+        if (!r.pruned_at) checkpointArtifacts.set(Number((r.metadata || {}).step), r);
+        continue;
+      }
       const li = document.createElement("li");
-      const button = document.createElement("button");
-      button.className = "secondary";
-      button.textContent = `${r.kind}: ${r.name || r.uri}`;
-      button.addEventListener("click", () => download(r.id, li));
-      li.appendChild(button);
+      const a = document.createElement("a");
+      a.href = `/api/v1/artifacts/${r.id}/download/`;
+      a.textContent = `${KIND_LABELS[r.kind] || r.kind}${r.name ? ": " + r.name : ""}${r.version ? " v" + r.version : ""}`;
+      a.addEventListener("click", (e) => { e.preventDefault(); download(r.id, li); });
+      li.appendChild(a);
+      if (r.bytes) li.appendChild(document.createTextNode(` (${BR.bytes(r.bytes)})`));
       ul.appendChild(li);
     }
+    if (!ul.children.length) ul.innerHTML = "<li>Only checkpoints so far (linked above).</li>";
+    document.querySelectorAll("#checkpoints tr").forEach(linkCheckpoint);
   }
+  const KIND_LABELS = {adapter: "LoRA adapter", tokenizer: "Tokenizer", metrics: "Metrics", report: "Validation report",
+    package: "Deployment package", merged: "Merged model"};
   async function download(artifactId, li) {
     try {
       const links = await BR.api("GET", `/api/v1/artifacts/${artifactId}/download/`);
       if (links.url) { location.href = links.url; return; }
+      const stale = li.querySelector("ul.files");
+      if (stale) stale.remove();
       const list = document.createElement("ul");
+      list.className = "files";
       for (const f of links.files || []) {
         const a = document.createElement("a");
         a.href = f.url; a.textContent = f.path;
+        a.setAttribute("download", f.path.replace(/\//g, "_"));
         const item = document.createElement("li"); item.appendChild(a); list.appendChild(item);
       }
       li.appendChild(list);
