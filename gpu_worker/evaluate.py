@@ -336,6 +336,12 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
     replies = doc.get("replies") or {}
     out["replies"] = ({"n": replies.get("n"), "max_new_tokens": replies.get("max_new_tokens")}
                       if "not_computed" not in replies else {"not_computed": replies["not_computed"]})
+    bench = doc.get("benchmark")
+    if isinstance(bench, dict):
+        # The control plane checks this before measuring a job on the benchmark.
+        out["benchmark"] = {k: bench.get(k) for k in ("dataset_id", "val_fingerprint")}
+        if bench.get("not_computed"):
+            out["benchmark"]["not_computed"] = bench["not_computed"]
     if doc.get("errors"):
         out["errors"] = doc["errors"]
     return out

@@ -352,22 +352,28 @@ def examples_select(replies: dict[str, Any] | None, judge_result: JudgeResult | 
 # --------------------------------------------------------------------------- runs
 
 
-def validation_run_request(*, job_id, requested_by=None, trigger: str = RunTrigger.ON_DEMAND) -> ValidationRun:
-    """A pending run for a completed job (raises ValidationNotReady otherwise)."""
+def validation_run_request(*, job_id, requested_by=None, trigger: str = RunTrigger.ON_DEMAND,
+                           validation_data: str = "own") -> ValidationRun:
+    """A pending run for a completed job (raises ValidationNotReady otherwise), measured on the
+    job's own validation split or (`validation_data="benchmark"`) on the organization's benchmark
+    (validation.benchmark: BenchmarkUnavailable, 409, says why not)."""
     from training import states
     from training.models import TrainingJob
+    from validation import benchmark
 
-    job = TrainingJob.objects.filter(pk=job_id).first()
+    job = TrainingJob.objects.select_related("dataset").filter(pk=job_id).first()
     if job is None:
         raise ValidationNotReady("no such job")
     if job.status != states.COMPLETED:
         raise ValidationNotReady(f"the job is {job.status}; a validation report needs a completed job")
+    measured = benchmark.validation_dataset_for(job=job, on=validation_data)
     return ValidationRun.objects.create(job=job, organization_id=job.organization_id, trigger=trigger,
+                                        validation_dataset=measured,
                                         requested_by=requested_by, thresholds=dataclasses.asdict(current_thresholds()),
                                         judge=judge_config())
 
 
-def validation_run_request_once(*, job_id, requested_by=None) -> tuple[ValidationRun, bool]:
+def validation_run_request_once(*, job_id, requested_by=None, validation_data: str = "own") -> tuple[ValidationRun, bool]:
     """(run, created): the job's on-demand run still pending or running if there is one (a
     repeated request joins it: no second run, no second task queued), else a new pending run.
     The job row is locked so two requests at once agree."""
@@ -377,10 +383,13 @@ def validation_run_request_once(*, job_id, requested_by=None) -> tuple[Validatio
         TrainingJob.objects.select_for_update().filter(pk=job_id).first()
         live = (ValidationRun.objects.filter(job_id=job_id, trigger=RunTrigger.ON_DEMAND,
                                              status__in=[RunStatus.PENDING, RunStatus.RUNNING])
-                .order_by("-created_at").first())
-        if live is not None:
-            return live, False
-        return validation_run_request(job_id=job_id, requested_by=requested_by), True
+                .select_related("job").order_by("-created_at"))
+        # A live run is joined only when it measures the same data (own split vs benchmark).
+        want_benchmark = validation_data == "benchmark"
+        for candidate in live:
+            if (candidate.validation_dataset_id not in (None, candidate.job.dataset_id)) == want_benchmark:
+                return candidate, False
+        return validation_run_request(job_id=job_id, requested_by=requested_by, validation_data=validation_data), True
 
 
 def validation_run_for_job(*, job_id, trigger: str = RunTrigger.AUTOMATIC, requested_by=None) -> ValidationRun:
@@ -484,15 +493,22 @@ def dataset_inputs(dataset) -> dict[str, Any]:
 def _execute(run: ValidationRun) -> None:
     from validation.rubric import build_rubric
 
+    from validation import benchmark
+
     job = run.job
     doc, missing_reason = evaluation_load(job)
+    # The data this run measures: the job's own validation split, or the organization's benchmark,
+    # whose results the pod stored in evaluation.json's "benchmark" section.
+    measured = run.validation_dataset or job.dataset
+    if not benchmark.same_validation_data(measured, job.dataset):
+        doc, missing_reason = benchmark.evaluation_part(doc, missing_reason, measured)
     thresholds = scoring.Thresholds(**run.thresholds) if run.thresholds else current_thresholds()
     replies, replies_missing = _part(doc, "replies", missing_reason)
     judge_result = None
     judge = None
     judge_missing = replies_missing
     policy, client_profile = brand_voice_policy_for(organization_id=job.organization_id)
-    rubric = build_rubric(client_profile or job.dataset.consultant_profile)
+    rubric = build_rubric(client_profile or measured.consultant_profile)
     items = judge_items(replies) if replies is not None else []
     if replies is not None:
         judge, why = build_judge(rubric)
@@ -530,7 +546,8 @@ def _execute(run: ValidationRun) -> None:
         "evaluation_uri": ((job.result or {}).get("eval") or {}).get("evaluation_uri"),
         "evaluation_found": doc is not None,
         "evaluation_missing_reason": missing_reason or None,
-        "dataset": dataset_inputs(job.dataset),
+        "dataset": {**dataset_inputs(measured), "benchmark": measured.pk != job.dataset_id,
+                    "trained_on": str(job.dataset_id)},
         "pod_settings": (doc or {}).get("settings"),
         "items": {name: ((doc or {}).get(name) or {}).get("n") for name in ("emotion", "knowledge", "replies")},
         "held_out_conversations": (doc or {}).get("held_out_conversations"),

@@ -422,9 +422,16 @@ def job_spec_build(job: TrainingJob) -> JobSpec:
     from gpu_worker.contracts import Hyperparameters
 
     from artifacts.services import pod_storage_grant
+    from artifacts.services.grants import pod_read_uri
+    from validation import benchmark as validation_benchmark
 
     grant = pod_storage_grant(job=job)
+    # The organization's benchmark split, evaluated on the pod too (validation.benchmark).
+    bench = validation_benchmark.for_pod(job)
+    if bench is not None:
+        bench = {**{k: v for k, v in bench.items() if k != "val_key"}, "val_uri": pod_read_uri(bench["val_key"])}
     return JobSpec(
+        benchmark=bench,
         job_id=str(job.pk),
         attempt=job.attempt,
         base_model=job.base_model,
