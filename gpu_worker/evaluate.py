@@ -299,6 +299,16 @@ def full_evaluation(model, tokenizer, spec, *, val_rows: list[dict[str, Any]],
         doc["knowledge"] = {"not_computed": "knowledge retention was switched off for this job (eval_knowledge)"}
     check()
 
+    if spec.eval_lm_tasks:
+        from gpu_worker.evaluation import lm_harness
+
+        doc["lm_eval"] = _guarded("lm_eval", lambda: lm_harness.base_and_adapted(
+            model, tokenizer, spec.eval_lm_tasks, limit=spec.eval_lm_limit, seed=seed,
+            disabled=lambda: adapter_disabled(model)), errors, warn)
+    else:
+        doc["lm_eval"] = {"not_computed": "no lm-evaluation-harness task was requested for this job (eval_lm_tasks)"}
+    check()
+
     if val_rows:
         reply_items = pod_eval.reply_items(val_rows)
         chosen = spread(reply_items, spec.eval_max_replies)
