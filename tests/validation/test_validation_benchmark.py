@@ -156,3 +156,18 @@ def test_the_compare_409_is_in_the_openapi_schema():
     run = schema["paths"]["/api/v1/jobs/{id}/validation/"]["post"]
     assert "409" in run["responses"] and "benchmark_not_evaluated" in run["responses"]["409"]["description"]
     assert schema["paths"]["/api/v1/datasets/{id}/benchmark/"]["post"]
+
+
+def test_the_job_spec_carries_the_lm_eval_tasks_setting(organization, settings):
+    from gpu_worker.contracts import JobSpec
+    from training.services.jobs import job_spec_build
+
+    job = make_running_job(organization, status="provisioning")
+    assert job_spec_build(job).eval_lm_tasks == ()  # none by default (the CPU, the tests)
+    settings.POD_EVAL_LM_TASKS = ("arc_easy", "hellaswag")
+    settings.POD_EVAL_LM_LIMIT = 50
+    spec = job_spec_build(job)
+    assert spec.eval_lm_tasks == ("arc_easy", "hellaswag") and spec.eval_lm_limit == 50
+    assert JobSpec.from_env_value(spec.to_env_value()).eval_lm_tasks == ("arc_easy", "hellaswag")
+    with pytest.raises(ValueError, match="eval_lm_limit"):
+        JobSpec.from_dict({**spec.to_dict(), "eval_lm_limit": 0})

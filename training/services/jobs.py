@@ -450,5 +450,7 @@ def job_spec_build(job: TrainingJob) -> JobSpec:
         eval_max_new_tokens=settings.POD_EVAL_MAX_NEW_TOKENS,
         eval_max_emotion_items=settings.POD_EVAL_MAX_EMOTION_ITEMS,
         eval_knowledge=settings.POD_EVAL_KNOWLEDGE,
+        eval_lm_tasks=tuple(settings.POD_EVAL_LM_TASKS),
+        eval_lm_limit=settings.POD_EVAL_LM_LIMIT,
         test_hooks=dict(job.test_hooks or {}),
     )
