@@ -490,6 +490,32 @@ def dataset_inputs(dataset) -> dict[str, Any]:
     return out
 
 
+def lm_eval_metrics(doc: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """One report row per lm-evaluation-harness task of evaluation.json's `lm_eval` section:
+    "Out-of-domain retention (lm-eval: <task>)", adapted acc with base beside it, each with a 95%
+    normal interval from lm-eval's own standard error (acc +- 1.96 stderr, clipped to [0, 1]);
+    acc_norm in the notes. Measured, never a gate (no threshold)."""
+    part = (doc or {}).get("lm_eval") or {}
+    out = {}
+    for task, row in (part.get("tasks") or {}).items():
+        def est(side):
+            acc, se = row[side].get("acc"), row[side].get("acc_stderr") or 0.0
+            return {"value": acc, "low": max(0.0, acc - 1.96 * se), "high": min(1.0, acc + 1.96 * se),
+                    "n": row.get("n"), "confidence": 0.95}
+        key = f"lm_eval:{task}"
+        if "acc" not in (row.get("base") or {}) or "acc" not in (row.get("adapted") or {}):
+            out[key] = {"key": key, "title": f"Out-of-domain retention (lm-eval: {task})", "computed": False,
+                        "reason": "lm-eval reported no acc for this task"}
+            continue
+        out[key] = {"key": key, "title": f"Out-of-domain retention (lm-eval: {task})", "computed": True,
+                    "value": est("adapted"), "base": est("base"), "adapted": est("adapted"), "passed": None,
+                    "higher_is_better": True,
+                    "notes": [f"acc_norm: base {row['base'].get('acc_norm')}, adapted {row['adapted'].get('acc_norm')}",
+                              f"lm-evaluation-harness, {row.get('n')} examples"
+                              + (f" (limit {part.get('limit')})" if part.get("limit") else "")]}
+    return out
+
+
 def _execute(run: ValidationRun) -> None:
     from validation.rubric import build_rubric
 
@@ -538,7 +564,7 @@ def _execute(run: ValidationRun) -> None:
                "verdict": "incomplete" if summary["verdict"] == "incomplete" else gate_report["verdict"]}
 
     per_side = settings.VALIDATION_EXAMPLES_PER_SIDE
-    run.metrics = {k: m.to_dict() for k, m in metrics.items()}
+    run.metrics = {**{k: m.to_dict() for k, m in metrics.items()}, **lm_eval_metrics(doc)}
     run.summary = summary
     run.verdict = summary["verdict"]
     run.examples = examples_select(replies, judge_result, per_side=per_side)

@@ -171,3 +171,26 @@ def test_the_job_spec_carries_the_lm_eval_tasks_setting(organization, settings):
     assert JobSpec.from_env_value(spec.to_env_value()).eval_lm_tasks == ("arc_easy", "hellaswag")
     with pytest.raises(ValueError, match="eval_lm_limit"):
         JobSpec.from_dict({**spec.to_dict(), "eval_lm_limit": 0})
+
+
+def test_lm_eval_results_become_a_report_row(organization, settings, monkeypatch):
+    from artifacts.services import job_output_key
+    from artifacts.storage import get_storage
+    from validation import report, services
+    from validation.judges import offline
+
+    settings.VALIDATION_JUDGE = "offline"
+    monkeypatch.setattr(offline, "minilm_embedder", _bag_of_words)
+    job = drive(make_running_job(organization, status="provisioning"))
+    doc = _crafted_evaluation()
+    doc["lm_eval"] = {"tasks": {"brightrun_general_mc": {
+        "base": {"acc": 0.25, "acc_stderr": 0.1, "acc_norm": 0.3}, "adapted": {"acc": 0.2, "acc_stderr": 0.09,
+                                                                                "acc_norm": 0.25}, "n": 20}}}
+    get_storage().put_bytes(f"{job_output_key(job)}/evaluation.json", json.dumps(doc).encode())
+    run = services.validation_run_for_job(job_id=job.pk)
+    assert run.status == "completed", run.errors
+    [row] = [report.metric_row(m) for k, m in run.metrics.items() if k.startswith("lm_eval:")]
+    assert row["name"] == "Out-of-domain retention (lm-eval: brightrun_general_mc)" and row["n"] == 20
+    assert row["value"] == 0.2 and row["base_text"].startswith("0.250") and row["status"] == "measured"
+    assert row["ci_low"] == pytest.approx(0.2 - 1.96 * 0.09)
+    assert "Out-of-domain retention (lm-eval: brightrun_general_mc)" in report.render_html(report.report_document(run))
