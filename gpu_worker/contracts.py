@@ -148,6 +148,15 @@ class JobSpec:
     eval_knowledge: bool = True
     eval_choice_score: str = "sum"
     eval_seed: int = 0
+    # The organization's benchmark dataset (validation.benchmark.for_pod): {dataset_id, name,
+    # val_fingerprint, val_uri}. The pod evaluates the job on its validation split too, into
+    # evaluation.json's "benchmark" section. None: no benchmark, or the job's own validation data.
+    benchmark: dict[str, Any] | None = None
+    # Out-of-domain retention through lm-evaluation-harness (gpu_worker.evaluation.lm_harness):
+    # task names or paths of YAML task files, run on the base and the adapted model; empty: none.
+    # `eval_lm_limit` caps the examples per task (None: every example).
+    eval_lm_tasks: tuple[str, ...] = ()
+    eval_lm_limit: int | None = None
     # Test hooks, honoured only when the pod runs with BRIGHTRUN_ALLOW_TEST_HOOKS=1.
     test_hooks: dict[str, Any] = field(default_factory=dict)
     version: int = SPEC_VERSION
@@ -163,6 +172,12 @@ class JobSpec:
             raise ValueError(f"loss_impl must be 'auto', 'plain', 'chunked' or 'liger', not {self.loss_impl!r}")
         if not isinstance(self.loss_chunk_tokens, int) or self.loss_chunk_tokens < 1:
             raise ValueError(f"loss_chunk_tokens must be a positive integer, not {self.loss_chunk_tokens!r}")
+        # JSON gives a list; the spec is frozen and hashable, so a tuple.
+        object.__setattr__(self, "eval_lm_tasks", tuple(self.eval_lm_tasks or ()))
+        if not all(isinstance(t, str) and t.strip() for t in self.eval_lm_tasks):
+            raise ValueError(f"eval_lm_tasks must be task names, not {self.eval_lm_tasks!r}")
+        if self.eval_lm_limit is not None and (not isinstance(self.eval_lm_limit, int) or self.eval_lm_limit < 1):
+            raise ValueError(f"eval_lm_limit must be a positive integer or None, not {self.eval_lm_limit!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -287,6 +287,16 @@ def full_evaluation(model, tokenizer, spec, *, val_rows: list[dict[str, Any]],
         doc["knowledge"] = {"not_computed": "knowledge retention was switched off for this job (eval_knowledge)"}
     check()
 
+    if spec.eval_lm_tasks:
+        from gpu_worker.evaluation import lm_harness
+
+        doc["lm_eval"] = _guarded("lm_eval", lambda: lm_harness.base_and_adapted(
+            model, tokenizer, spec.eval_lm_tasks, limit=spec.eval_lm_limit, seed=seed,
+            disabled=lambda: adapter_disabled(model)), errors, warn)
+    else:
+        doc["lm_eval"] = {"not_computed": "no lm-evaluation-harness task was requested for this job (eval_lm_tasks)"}
+    check()
+
     if val_rows:
         reply_items = pod_eval.reply_items(val_rows)
         chosen = spread(reply_items, spec.eval_max_replies)
@@ -324,6 +334,12 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
     replies = doc.get("replies") or {}
     out["replies"] = ({"n": replies.get("n"), "max_new_tokens": replies.get("max_new_tokens")}
                       if "not_computed" not in replies else {"not_computed": replies["not_computed"]})
+    bench = doc.get("benchmark")
+    if isinstance(bench, dict):
+        # The control plane checks this before measuring a job on the benchmark.
+        out["benchmark"] = {k: bench.get(k) for k in ("dataset_id", "val_fingerprint")}
+        if bench.get("not_computed"):
+            out["benchmark"]["not_computed"] = bench["not_computed"]
     if doc.get("errors"):
         out["errors"] = doc["errors"]
     return out

@@ -421,6 +421,32 @@ class JobRun:
         st.metrics_uri = metrics_uri
         return True
 
+    def _evaluate_benchmark(self, model, tokenizer, device, full: dict[str, Any]) -> dict[str, Any]:
+        """The same evaluation on the organization's benchmark split (spec.benchmark), so any job's
+        report can be measured on one fixed test set. The knowledge set and lm-eval tasks do not
+        depend on the data: the job's own results are reused. Failure is recorded, not raised."""
+        import dataclasses
+
+        from . import evaluate
+        from .data import tokenize_all
+
+        bench = self.spec.benchmark or {}
+        head = {"dataset_id": bench.get("dataset_id"), "name": bench.get("name"),
+                "val_fingerprint": bench.get("val_fingerprint")}
+        try:
+            rows = self._fetch_split(bench["val_uri"], "benchmark")
+            convs = tokenize_all(tokenizer, rows, self.hp.max_seq_len)[0] if rows else []
+            spec = dataclasses.replace(self.spec, eval_knowledge=False, eval_lm_tasks=())
+            doc = evaluate.full_evaluation(model, tokenizer, spec, val_rows=rows, val_conversations=convs,
+                                           device=device, check=self.check_stop, warn=self.warn)
+        except (DatasetUnreachable, KeyError) as exc:
+            self.warn(f"the benchmark split could not be evaluated: {exc}")
+            return {**head, "not_computed": f"the benchmark split could not be evaluated: {exc}"}
+        for shared in ("knowledge", "lm_eval"):
+            if shared in full:
+                doc[shared] = full[shared]
+        return {**doc, **head}
+
     def _evaluate(self, st: "_StageState") -> dict[str, Any]:
         """Evaluate the adapter on the held-out split; the run's summary (the `completed` event)."""
         from . import evaluate
@@ -440,6 +466,8 @@ class JobRun:
         val_eval_convs = tokenize_all(tokenizer, val_rows, hp.max_seq_len)[0] if val_rows else []
         full = evaluate.full_evaluation(model, tokenizer, spec, val_rows=val_rows, val_conversations=val_eval_convs,
                                         device=device, check=self.check_stop, warn=self.warn)
+        if spec.benchmark:
+            full["benchmark"] = self._evaluate_benchmark(model, tokenizer, device, full)
         evaluation_path = self.work_dir / "evaluation.json"
         evaluation_path.write_text(json.dumps(full, indent=1))
         evaluation_uri = storage.join(spec.output_uri, "evaluation.json")

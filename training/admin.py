@@ -6,13 +6,33 @@ from training.models import Dataset
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
     list_display = ["name", "organization", "source_format", "conversation_count", "trainable_turns",
-                    "train_conversations", "val_conversations", "token_count", "stats_status", "created_by", "created_at"]
-    list_filter = ["source_format", "stats_status", "organization", "created_at"]
+                    "train_conversations", "val_conversations", "is_benchmark", "token_count", "stats_status", "created_by", "created_at"]
+    list_filter = ["is_benchmark", "source_format", "stats_status", "organization", "created_at"]
     search_fields = ["name", "source_filename", "content_sha256"]
+    # is_benchmark too: marking goes through training.services.datasets.dataset_benchmark_set
+    # (one per organization, the action below), like the API.
     readonly_fields = [f.name for f in Dataset._meta.fields] + ["stats_table"]
     exclude = ["stats", "split"]
 
-    actions = ["stats_recompute"]
+    actions = ["stats_recompute", "benchmark_mark", "benchmark_unmark"]
+
+    @admin.action(description="Mark as the organization's benchmark (one dataset)")
+    def benchmark_mark(self, request, queryset):
+        from training.services.datasets import dataset_benchmark_set
+
+        if queryset.count() != 1:
+            self.message_user(request, "select exactly one dataset: an organization has one benchmark", level="error")
+            return
+        dataset = dataset_benchmark_set(dataset=queryset.get(), on=True)
+        self.message_user(request, f"{dataset.name} is now the benchmark of {dataset.organization}")
+
+    @admin.action(description="Unmark as benchmark")
+    def benchmark_unmark(self, request, queryset):
+        from training.services.datasets import dataset_benchmark_set
+
+        for dataset in queryset.filter(is_benchmark=True):
+            dataset_benchmark_set(dataset=dataset, on=False)
+        self.message_user(request, "benchmark mark removed")
 
     @admin.action(description="Count tokens again (background task)")
     def stats_recompute(self, request, queryset):

@@ -70,7 +70,7 @@ class DatasetSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "source_format", "source_filename", "source_bytes", "content_sha256", "stats_status",
             "conversation_count", "pair_count", "trainable_turns", "train_conversations", "val_conversations",
-            "val_fraction", "split_seed", "created_at",
+            "val_fraction", "split_seed", "is_benchmark", "created_at",
         ]
         read_only_fields = fields
 

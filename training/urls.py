@@ -6,6 +6,7 @@ from training.apis import auth, datasets, jobs, metrics, templates, validation
 urlpatterns = [
     path("datasets/", datasets.DatasetListCreateApi.as_view(), name="dataset-list"),
     path("datasets/<uuid:pk>/", datasets.DatasetDetailApi.as_view(), name="dataset-detail"),
+    path("datasets/<uuid:pk>/benchmark/", datasets.DatasetBenchmarkApi.as_view(), name="dataset-benchmark"),
     path("jobs/", jobs.JobListCreateApi.as_view(), name="job-list"),
     path("jobs/compare/", jobs.JobCompareApi.as_view(), name="job-compare"),
     path("jobs/<uuid:pk>/", jobs.JobDetailApi.as_view(), name="job-detail"),

@@ -61,7 +61,10 @@ class ValidationRun(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="+")
 
-    # What the run was computed from.
+    # What the run was computed from. `validation_dataset`: the dataset whose validation split the
+    # run measured (the job's own, or the organization's benchmark); null on runs made before.
+    validation_dataset = models.ForeignKey("training.Dataset", null=True, blank=True, on_delete=models.PROTECT,
+                                           related_name="+")
     inputs = models.JSONField(default=dict, blank=True,
                               help_text="evaluation file, dataset split, item counts, the pod's evaluation settings")
     judge = models.JSONField(default=dict, blank=True,

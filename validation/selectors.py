@@ -13,7 +13,8 @@ def job_for_organization(*, organization, job_id):
 
 
 def validation_run_latest(*, job, completed: bool = True) -> ValidationRun | None:
-    runs = ValidationRun.objects.filter(job=job).select_related("job", "job__dataset", "requested_by")
+    runs = ValidationRun.objects.filter(job=job).select_related("job", "job__dataset", "requested_by",
+                                                                "validation_dataset")
     if completed:
         runs = runs.filter(status=RunStatus.COMPLETED)
     return runs.order_by("-created_at").first()
@@ -32,13 +33,14 @@ def validation_runs_brief(*, job, limit: int = 10) -> list[dict[str, Any]]:
                 .values("id", "status", "verdict", "trigger", "created_at", "finished_at", "errors")[:limit])
 
 
-def validation_data_of(job) -> dict[str, Any]:
-    """What a job's report was measured on: its dataset's validation split, identified by the
-    split's fingerprint (the hashes of its conversations), so two datasets with the same held-out
-    conversations compare as the same data."""
-    ds = job.dataset
+def validation_data_of(job, run: ValidationRun | None = None) -> dict[str, Any]:
+    """What a job's report was measured on: the validation split of the run's validation dataset
+    (the job's own, or the organization's benchmark), identified by the split's fingerprint (the
+    hashes of its conversations), so two datasets with the same held-out conversations compare as
+    the same data."""
+    ds = (run.validation_dataset if run is not None and run.validation_dataset_id else None) or job.dataset
     return {"dataset_id": str(ds.pk), "dataset": ds.name, "val_fingerprint": ds.val_fingerprint or None,
-            "val_conversations": ds.val_conversations}
+            "val_conversations": ds.val_conversations, "benchmark": ds.pk != job.dataset_id}
 
 
 def validation_data_differs(sides: list[dict[str, Any]]) -> bool:
@@ -57,10 +59,13 @@ def reports_compare(*, organization, job_ids: list) -> dict[str, Any] | None:
         job = job_for_organization(organization=organization, job_id=job_id)
         if job is None:
             return None
-        report = validation_report(job=job)
+        run = validation_run_latest(job=job)
+        from validation.report import report_document
+
+        report = report_document(run) if run else None
         sides.append({"job": {"id": str(job.pk), "name": job.name, "base_model": job.base_model,
                               "dataset": job.dataset.name, "status": job.status}, "report": report,
-                      "validation_data": validation_data_of(job)})
+                      "validation_data": validation_data_of(job, run)})
     keys: list[tuple[str, str]] = []
     for side in sides:
         for m in (side["report"] or {}).get("metrics") or []:

@@ -355,22 +355,28 @@ def examples_select(replies: dict[str, Any] | None, judge_result: JudgeResult | 
 # --------------------------------------------------------------------------- runs
 
 
-def validation_run_request(*, job_id, requested_by=None, trigger: str = RunTrigger.ON_DEMAND) -> ValidationRun:
-    """A pending run for a completed job (raises ValidationNotReady otherwise)."""
+def validation_run_request(*, job_id, requested_by=None, trigger: str = RunTrigger.ON_DEMAND,
+                           validation_data: str = "own") -> ValidationRun:
+    """A pending run for a completed job (raises ValidationNotReady otherwise), measured on the
+    job's own validation split or (`validation_data="benchmark"`) on the organization's benchmark
+    (validation.benchmark: BenchmarkUnavailable, 409, says why not)."""
     from training import states
     from training.models import TrainingJob
+    from validation import benchmark
 
-    job = TrainingJob.objects.filter(pk=job_id).first()
+    job = TrainingJob.objects.select_related("dataset").filter(pk=job_id).first()
     if job is None:
         raise ValidationNotReady("no such job")
     if job.status != states.COMPLETED:
         raise ValidationNotReady(f"the job is {job.status}; a validation report needs a completed job")
+    measured = benchmark.validation_dataset_for(job=job, on=validation_data)
     return ValidationRun.objects.create(job=job, organization_id=job.organization_id, trigger=trigger,
+                                        validation_dataset=measured,
                                         requested_by=requested_by, thresholds=dataclasses.asdict(current_thresholds()),
                                         judge=judge_config())
 
 
-def validation_run_request_once(*, job_id, requested_by=None) -> tuple[ValidationRun, bool]:
+def validation_run_request_once(*, job_id, requested_by=None, validation_data: str = "own") -> tuple[ValidationRun, bool]:
     """(run, created): the job's on-demand run still pending or running if there is one (a
     repeated request joins it: no second run, no second task queued), else a new pending run.
     The job row is locked so two requests at once agree."""
@@ -380,10 +386,13 @@ def validation_run_request_once(*, job_id, requested_by=None) -> tuple[Validatio
         TrainingJob.objects.select_for_update().filter(pk=job_id).first()
         live = (ValidationRun.objects.filter(job_id=job_id, trigger=RunTrigger.ON_DEMAND,
                                              status__in=[RunStatus.PENDING, RunStatus.RUNNING])
-                .order_by("-created_at").first())
-        if live is not None:
-            return live, False
-        return validation_run_request(job_id=job_id, requested_by=requested_by), True
+                .select_related("job").order_by("-created_at"))
+        # A live run is joined only when it measures the same data (own split vs benchmark).
+        want_benchmark = validation_data == "benchmark"
+        for candidate in live:
+            if (candidate.validation_dataset_id not in (None, candidate.job.dataset_id)) == want_benchmark:
+                return candidate, False
+        return validation_run_request(job_id=job_id, requested_by=requested_by, validation_data=validation_data), True
 
 
 def validation_run_for_job(*, job_id, trigger: str = RunTrigger.AUTOMATIC, requested_by=None) -> ValidationRun:
@@ -484,18 +493,51 @@ def dataset_inputs(dataset) -> dict[str, Any]:
     return out
 
 
+def lm_eval_metrics(doc: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """One report row per lm-evaluation-harness task of evaluation.json's `lm_eval` section:
+    "Out-of-domain retention (lm-eval: <task>)", adapted acc with base beside it, each with a 95%
+    normal interval from lm-eval's own standard error (acc +- 1.96 stderr, clipped to [0, 1]);
+    acc_norm in the notes. Measured, never a gate (no threshold)."""
+    part = (doc or {}).get("lm_eval") or {}
+    out = {}
+    for task, row in (part.get("tasks") or {}).items():
+        def est(side):
+            acc, se = row[side].get("acc"), row[side].get("acc_stderr") or 0.0
+            return {"value": acc, "low": max(0.0, acc - 1.96 * se), "high": min(1.0, acc + 1.96 * se),
+                    "n": row.get("n"), "confidence": 0.95}
+        key = f"lm_eval:{task}"
+        if "acc" not in (row.get("base") or {}) or "acc" not in (row.get("adapted") or {}):
+            out[key] = {"key": key, "title": f"Out-of-domain retention (lm-eval: {task})", "computed": False,
+                        "reason": "lm-eval reported no acc for this task"}
+            continue
+        out[key] = {"key": key, "title": f"Out-of-domain retention (lm-eval: {task})", "computed": True,
+                    "value": est("adapted"), "base": est("base"), "adapted": est("adapted"), "passed": None,
+                    "higher_is_better": True,
+                    "notes": [f"acc_norm: base {row['base'].get('acc_norm')}, adapted {row['adapted'].get('acc_norm')}",
+                              f"lm-evaluation-harness, {row.get('n')} examples"
+                              + (f" (limit {part.get('limit')})" if part.get("limit") else "")]}
+    return out
+
+
 def _execute(run: ValidationRun) -> None:
     from validation.rubric import build_rubric
 
+    from validation import benchmark
+
     job = run.job
     doc, missing_reason = evaluation_load(job)
+    # The data this run measures: the job's own validation split, or the organization's benchmark,
+    # whose results the pod stored in evaluation.json's "benchmark" section.
+    measured = run.validation_dataset or job.dataset
+    if not benchmark.same_validation_data(measured, job.dataset):
+        doc, missing_reason = benchmark.evaluation_part(doc, missing_reason, measured)
     thresholds = scoring.Thresholds(**run.thresholds) if run.thresholds else current_thresholds()
     replies, replies_missing = _part(doc, "replies", missing_reason)
     judge_result = None
     judge = None
     judge_missing = replies_missing
     policy, client_profile = brand_voice_policy_for(organization_id=job.organization_id)
-    rubric = build_rubric(client_profile or job.dataset.consultant_profile)
+    rubric = build_rubric(client_profile or measured.consultant_profile)
     items = judge_items(replies) if replies is not None else []
     if replies is not None:
         judge, why = build_judge(rubric)
@@ -525,7 +567,7 @@ def _execute(run: ValidationRun) -> None:
                "verdict": "incomplete" if summary["verdict"] == "incomplete" else gate_report["verdict"]}
 
     per_side = settings.VALIDATION_EXAMPLES_PER_SIDE
-    run.metrics = {k: m.to_dict() for k, m in metrics.items()}
+    run.metrics = {**{k: m.to_dict() for k, m in metrics.items()}, **lm_eval_metrics(doc)}
     run.summary = summary
     run.verdict = summary["verdict"]
     run.examples = examples_select(replies, judge_result, per_side=per_side)
@@ -533,7 +575,8 @@ def _execute(run: ValidationRun) -> None:
         "evaluation_uri": ((job.result or {}).get("eval") or {}).get("evaluation_uri"),
         "evaluation_found": doc is not None,
         "evaluation_missing_reason": missing_reason or None,
-        "dataset": dataset_inputs(job.dataset),
+        "dataset": {**dataset_inputs(measured), "benchmark": measured.pk != job.dataset_id,
+                    "trained_on": str(job.dataset_id)},
         "pod_settings": (doc or {}).get("settings"),
         "items": {name: ((doc or {}).get(name) or {}).get("n") for name in ("emotion", "knowledge", "replies")},
         "held_out_conversations": (doc or {}).get("held_out_conversations"),

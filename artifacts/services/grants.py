@@ -27,6 +27,14 @@ from .registry import job_output_key
 SIGV4_MAX_TTL_S = 7 * 24 * 3600
 
 
+def pod_read_uri(key: str) -> str:
+    """What a pod reads one stored object from: file:// on disk, a presigned GET on S3."""
+    storage = get_storage()
+    if storage.name != "s3":
+        return storage.uri_for(key)
+    return storage.presigned_get(key, min(int(settings.POD_STORAGE_GRANT_TTL_S), SIGV4_MAX_TTL_S))
+
+
 def pod_storage_grant(*, job) -> dict:
     """The storage part of a pod's job spec for this attempt. Keys:
 

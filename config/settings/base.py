@@ -93,6 +93,11 @@ PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/"
 DATASET_MAX_BYTES = env_int("DATASET_MAX_BYTES", 100 * 1024 * 1024)
 DATASET_DEFAULT_VAL_FRACTION = float(env_str("DATASET_DEFAULT_VAL_FRACTION", "0.1"))
 DATASET_DEFAULT_SPLIT_SEED = env_int("DATASET_DEFAULT_SPLIT_SEED", 13)
+# The validation split is topped up to the gates' minimum evidence (VALIDATION_MIN_CONVERSATIONS
+# conversations, ceil(VALIDATION_MIN_ITEMS / VALIDATION_MIN_RATED_SHARE) replies) while training
+# keeps at least 1 - DATASET_MAX_VAL_SHARE of the conversations (training/datasets/split.py).
+DATASET_MAX_VAL_SHARE = float(env_str("DATASET_MAX_VAL_SHARE", str(1 / 3)))
+DATASET_VAL_MINIMUM = env_bool("DATASET_VAL_MINIMUM", True)
 # Files one import may take (CLI paths, API `file` parts); they become one dataset. Django's own
 # limit on the files of a request sits a little above, so the importer's clearer message answers.
 DATASET_MAX_FILES = env_int("DATASET_MAX_FILES", 50)

@@ -46,3 +46,8 @@ POD_EVAL_MAX_REPLIES = env_int("POD_EVAL_MAX_REPLIES", 48)
 POD_EVAL_MAX_NEW_TOKENS = env_int("POD_EVAL_MAX_NEW_TOKENS", 256)
 POD_EVAL_MAX_EMOTION_ITEMS = env_int("POD_EVAL_MAX_EMOTION_ITEMS", 300)
 POD_EVAL_KNOWLEDGE = env_bool("POD_EVAL_KNOWLEDGE", True)
+# lm-evaluation-harness tasks every job's pod runs (JobSpec.eval_lm_tasks): none by default (the CPU
+# and the tests); e.g. POD_EVAL_LM_TASKS=arc_easy,hellaswag on pods whose image holds the task data,
+# or brightrun_general_mc (shipped, offline). POD_EVAL_LM_LIMIT caps the examples per task.
+POD_EVAL_LM_TASKS = tuple(t.strip() for t in env_str("POD_EVAL_LM_TASKS", "").split(",") if t.strip())
+POD_EVAL_LM_LIMIT = env_int("POD_EVAL_LM_LIMIT", 0) or None

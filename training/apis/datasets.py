@@ -51,3 +51,33 @@ class DatasetDetailApi(OrganizationScopedMixin, generics.RetrieveAPIView):
 
     def get_queryset(self):
         return Dataset.objects.filter(organization=self.get_organization())
+
+
+class DatasetBenchmarkApi(OrganizationScopedMixin, generics.GenericAPIView):
+    """POST: mark the dataset as the organization's benchmark (the previous one is unmarked);
+    DELETE: unmark it. Admins only: the benchmark is the fixed test set every job's report can be
+    compared on, so engineers cannot move it under a comparison."""
+
+    serializer_class = DatasetDetailSerializer
+
+    def get_queryset(self):
+        return Dataset.objects.filter(organization=self.get_organization())
+
+    def _set(self, pk, on: bool):
+        from rest_framework.exceptions import PermissionDenied
+
+        from accounts.models import Role
+        from training.services.datasets import dataset_benchmark_set
+
+        dataset = self.get_object()
+        if self.actor.role != Role.ADMIN:
+            raise PermissionDenied("only an admin of the organization can mark or unmark its benchmark dataset")
+        return Response(DatasetDetailSerializer(dataset_benchmark_set(dataset=dataset, on=on)).data)
+
+    @extend_schema(request=None, responses={200: DatasetDetailSerializer})
+    def post(self, request, pk):
+        return self._set(pk, True)
+
+    @extend_schema(request=None, responses={200: DatasetDetailSerializer})
+    def delete(self, request, pk):
+        return self._set(pk, False)

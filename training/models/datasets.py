@@ -52,6 +52,10 @@ class Dataset(models.Model):
     # datasets validate on the same conversations exactly when their fingerprints are equal.
     val_fingerprint = models.CharField(max_length=64, blank=True, default="")
     consultant_profile = models.JSONField(null=True, blank=True)
+    # The organization's fixed test set (at most one per organization): validation runs of any of
+    # its jobs can be measured on this dataset's validation split, so reports of jobs trained on
+    # different data stay comparable (validation.services, docs/validation.md).
+    is_benchmark = models.BooleanField(default=False)
     file_metadata = models.JSONField(default=dict, blank=True)
 
     source_key = models.CharField(max_length=500)
@@ -66,6 +70,8 @@ class Dataset(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["organization", "content_sha256"], name="one_dataset_per_content_per_org"),
+            models.UniqueConstraint(fields=["organization"], condition=models.Q(is_benchmark=True),
+                                    name="one_benchmark_per_org"),
         ]
         indexes = [models.Index(fields=["organization", "-created_at"], name="dataset_org_recent")]
 

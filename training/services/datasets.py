@@ -13,7 +13,7 @@ from django.utils import timezone
 from artifacts.storage import get_storage
 from training.datasets.identity import conversation_hash, dataset_digest, fingerprint, merge
 from training.datasets.normalize import parse, to_jsonl
-from training.datasets.split import split_conversations
+from training.datasets.split import SplitMinimum, split_with_minimum
 from training.datasets.stats import TokenCounter, dataset_stats, token_fields
 from training.errors import DatasetImportError, DatasetTooLarge
 from training.models import Dataset, DatasetConversation, StatsStatus
@@ -147,6 +147,8 @@ def dataset_import(
 
     Fast: token counts here are estimates; exact counts (a tokenizer) are filled in by the
     background task `dataset_stats_compute` (stats_status "pending" until then)."""
+    # The default split is topped up to the gates' minimum evidence; a chosen val_fraction is kept.
+    top_up = val_fraction is None
     val_fraction = settings.DATASET_DEFAULT_VAL_FRACTION if val_fraction is None else float(val_fraction)
     seed = settings.DATASET_DEFAULT_SPLIT_SEED if seed is None else int(seed)
     if files is None:
@@ -185,9 +187,12 @@ def dataset_import(
         return DatasetImportResult(existing, False, _already_imported(existing, val_fraction, seed))
 
     hashes = {c["conversation_id"]: c["conversation_hash"] for c in normalized.conversations}
-    train_ids, val_ids = split_conversations(hashes, val_fraction=val_fraction, seed=seed)
+    split = split_with_minimum(hashes, _reply_counts(normalized.conversations), val_fraction=val_fraction, seed=seed,
+                               minimum=split_minimum(), top_up=top_up)
+    train_ids, val_ids = split.train_ids, split.val_ids
     exact_path = tokenizer_path or _default_tokenizer_path()
     stats = dataset_stats(normalized, train_ids, val_ids, TokenCounter(None))
+    stats["val_minimum"] = _val_minimum_stats(split)
     if exact_path:
         stats["tokens_pending_with"] = exact_path  # the tokenizer the background task counts with
     by_id = {c["conversation_id"]: c for c in normalized.conversations}
@@ -247,7 +252,40 @@ def dataset_import(
     if normalized.skipped_conversations:
         message += (f"; {len(normalized.skipped_conversations)} conversations could not be read and were left out "
                     "(stats.skipped_conversations)")
+    if split.topped_up:
+        message += (f"; {split.topped_up} conversations added to the validation split so it holds the gates' "
+                    f"minimum evidence (stats.val_minimum)")
+    if split.shortfall:
+        message += f"; warning: {split.shortfall}"
     return DatasetImportResult(dataset, True, message)
+
+
+def split_minimum() -> SplitMinimum | None:
+    """The validation split's minimum, from the validation gates' minimum evidence (None when
+    DATASET_VAL_MINIMUM is off: the plain hash draw)."""
+    if not settings.DATASET_VAL_MINIMUM:
+        return None
+    return SplitMinimum.from_gate_evidence(min_conversations=int(settings.VALIDATION_MIN_CONVERSATIONS),
+                                           min_items=int(settings.VALIDATION_MIN_ITEMS),
+                                           min_rated_share=float(settings.VALIDATION_MIN_RATED_SHARE),
+                                           max_val_share=float(settings.DATASET_MAX_VAL_SHARE))
+
+
+def _reply_counts(conversations) -> dict[str, int]:
+    # The replies the brand-voice gate judges: the pod's reply items (one per trainable
+    # assistant turn answering a client message), counted with the pod's own rule.
+    from gpu_worker.evaluation.pod_eval import reply_items
+
+    return {c["conversation_id"]: len(reply_items([c])) for c in conversations}
+
+
+def _val_minimum_stats(split) -> dict:
+    minimum = split_minimum()
+    if minimum is None:
+        return {"applied": False}
+    return {"applied": True, "conversations": minimum.conversations, "replies": minimum.replies,
+            "max_val_share": round(minimum.max_val_share, 4), "topped_up": split.topped_up,
+            "shortfall": split.shortfall or None}
 
 
 def _ext(filename: str, fmt: str) -> str:
@@ -347,3 +385,28 @@ def dataset_uris(dataset: Dataset) -> dict[str, str]:
 
 __all__ = ["DatasetImportResult", "dataset_import", "dataset_stats_compute", "dataset_stats_redrive", "dataset_uris",
            "DatasetImportError"]
+
+
+def dataset_benchmark_set(*, dataset: Dataset, on: bool) -> Dataset:
+    """Mark `dataset` as its organization's benchmark (unmarking the previous one), or unmark it.
+    A dataset without a validation split cannot be a benchmark (there is nothing to measure on)."""
+    from accounts.models import Organization
+    from training.errors import DomainError
+
+    if on and not dataset.val_conversations:
+        raise DomainError("this dataset has no validation split to measure on; a benchmark needs one",
+                          code="benchmark_without_validation")
+    with transaction.atomic():
+        # Two admins marking two datasets at once: the organization row orders them, so the
+        # one-benchmark constraint is never the one to say no.
+        Organization.objects.select_for_update().filter(pk=dataset.organization_id).first()
+        if on:
+            Dataset.objects.filter(organization_id=dataset.organization_id, is_benchmark=True).exclude(
+                pk=dataset.pk).update(is_benchmark=False)
+        Dataset.objects.filter(pk=dataset.pk).update(is_benchmark=on)
+    dataset.refresh_from_db()
+    return dataset
+
+
+def organization_benchmark(organization_id) -> Dataset | None:
+    return Dataset.objects.filter(organization_id=organization_id, is_benchmark=True).first()

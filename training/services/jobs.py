@@ -388,9 +388,16 @@ def job_spec_build(job: TrainingJob) -> JobSpec:
     from gpu_worker.contracts import Hyperparameters
 
     from artifacts.services import pod_storage_grant
+    from artifacts.services.grants import pod_read_uri
+    from validation import benchmark as validation_benchmark
 
     grant = pod_storage_grant(job=job)
+    # The organization's benchmark split, evaluated on the pod too (validation.benchmark).
+    bench = validation_benchmark.for_pod(job)
+    if bench is not None:
+        bench = {**{k: v for k, v in bench.items() if k != "val_key"}, "val_uri": pod_read_uri(bench["val_key"])}
     return JobSpec(
+        benchmark=bench,
         job_id=str(job.pk),
         attempt=job.attempt,
         base_model=job.base_model,
@@ -409,5 +416,7 @@ def job_spec_build(job: TrainingJob) -> JobSpec:
         eval_max_new_tokens=settings.POD_EVAL_MAX_NEW_TOKENS,
         eval_max_emotion_items=settings.POD_EVAL_MAX_EMOTION_ITEMS,
         eval_knowledge=settings.POD_EVAL_KNOWLEDGE,
+        eval_lm_tasks=tuple(settings.POD_EVAL_LM_TASKS),
+        eval_lm_limit=settings.POD_EVAL_LM_LIMIT,
         test_hooks=dict(job.test_hooks or {}),
     )

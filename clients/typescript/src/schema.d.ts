@@ -302,6 +302,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/datasets/{id}/benchmark/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * @description POST: mark the dataset as the organization's benchmark (the previous one is unmarked);
+         *     DELETE: unmark it. Admins only: the benchmark is the fixed test set every job's report can be
+         *     compared on, so engineers cannot move it under a comparison.
+         */
+        post: operations["v1_datasets_benchmark_create"];
+        /**
+         * @description POST: mark the dataset as the organization's benchmark (the previous one is unmarked);
+         *     DELETE: unmark it. Admins only: the benchmark is the fixed test set every job's report can be
+         *     compared on, so engineers cannot move it under a comparison.
+         */
+        delete: operations["v1_datasets_benchmark_destroy"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/estimates/": {
         parameters: {
             query?: never;
@@ -872,6 +898,7 @@ export interface components {
             /** Format: double */
             readonly val_fraction: number;
             readonly split_seed: number;
+            readonly is_benchmark: boolean;
             /** Format: date-time */
             readonly created_at: string;
         };
@@ -892,6 +919,7 @@ export interface components {
             /** Format: double */
             readonly val_fraction: number;
             readonly split_seed: number;
+            readonly is_benchmark: boolean;
             /** Format: date-time */
             readonly created_at: string;
             readonly stats: {
@@ -1585,6 +1613,29 @@ export interface components {
          * @enum {string}
          */
         StatusEnum: "queued" | "provisioning" | "preprocessing" | "model_loading" | "training" | "finalizing" | "evaluating" | "completed" | "failed" | "cancelled" | "interrupted";
+        /**
+         * @description * `own` - own
+         *     * `benchmark` - benchmark
+         * @enum {string}
+         */
+        ValidationDataEnum: "own" | "benchmark";
+        ValidationError409: {
+            error: components["schemas"]["ValidationErrorBody"];
+        };
+        ValidationErrorBody: {
+            code: string;
+            message: string;
+            detail: unknown;
+        };
+        ValidationRunRequestRequest: {
+            /**
+             * @description own: the job's dataset's validation split (default); benchmark: the organization's benchmark dataset's validation split (409 when it has none, the job trained on part of it, or the pod did not evaluate the job on it)
+             *
+             *     * `own` - own
+             *     * `benchmark` - benchmark (default: 'own')
+             */
+            validation_data?: components["schemas"]["ValidationDataEnum"];
+        };
         WsTicket: {
             ticket: string;
             expires_in: number;
@@ -2649,6 +2700,147 @@ export interface operations {
             };
             /** @description no such object in the caller's organization, or a malformed id (not_found) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    v1_datasets_benchmark_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetDetail"];
+                };
+            };
+            /** @description invalid input (code validation_error, parse_error, or a domain code such as invalid_job_config) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no or an invalid token (not_authenticated, authentication_failed) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the role may not do this (permission_denied) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no such object in the caller's organization, or a malformed id (not_found) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the object's state does not allow this (invalid_job_state, template_name_taken, ...) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the upload is over the size limit (too_large) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the body's content type is not accepted (unsupported_media_type) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    v1_datasets_benchmark_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetDetail"];
+                };
+            };
+            /** @description no or an invalid token (not_authenticated, authentication_failed) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the role may not do this (permission_denied) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description no such object in the caller's organization, or a malformed id (not_found) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description the object's state does not allow this (invalid_job_state, template_name_taken, ...) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3766,8 +3958,24 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ValidationRunRequestRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["ValidationRunRequestRequest"];
+                "multipart/form-data": components["schemas"]["ValidationRunRequestRequest"];
+            };
+        };
         responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
             202: {
                 headers: {
                     [name: string]: unknown;
@@ -3814,13 +4022,13 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description the object's state does not allow this (invalid_job_state, template_name_taken, ...) */
+            /** @description validation_not_ready (the job is not completed), no_benchmark, benchmark_trained_on or benchmark_not_evaluated (validation_data=benchmark) */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Error"];
+                    "application/json": components["schemas"]["ValidationError409"];
                 };
             };
             /** @description the upload is over the size limit (too_large) */
@@ -4022,6 +4230,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description validation_data_differs: the two reports were measured on different validation data (detail.validation_data: each side's dataset and validation-split fingerprint) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationError409"];
                 };
             };
         };
