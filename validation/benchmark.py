@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.errors import DomainError
+from core.errors import DomainError
 
 OWN = "own"
 BENCHMARK = "benchmark"
@@ -24,9 +24,11 @@ class BenchmarkUnavailable(DomainError):
 
 
 def organization_benchmark(organization_id):
-    from training.services.datasets import organization_benchmark as find
+    """The organization's benchmark dataset, or None (read from training's models: validation may
+    read training's models, never call its services)."""
+    from training.models import Dataset
 
-    return find(organization_id)
+    return Dataset.objects.filter(organization_id=organization_id, is_benchmark=True).first()
 
 
 def same_validation_data(a, b) -> bool:

@@ -500,18 +500,21 @@ def lm_eval_metrics(doc: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     acc_norm in the notes. Measured, never a gate (no threshold)."""
     part = (doc or {}).get("lm_eval") or {}
     out = {}
+
+    def estimate(row, side):
+        acc, se = row[side].get("acc"), row[side].get("acc_stderr") or 0.0
+        return {"value": acc, "low": max(0.0, acc - 1.96 * se), "high": min(1.0, acc + 1.96 * se),
+                "n": row.get("n"), "confidence": 0.95}
+
     for task, row in (part.get("tasks") or {}).items():
-        def est(side):
-            acc, se = row[side].get("acc"), row[side].get("acc_stderr") or 0.0
-            return {"value": acc, "low": max(0.0, acc - 1.96 * se), "high": min(1.0, acc + 1.96 * se),
-                    "n": row.get("n"), "confidence": 0.95}
         key = f"lm_eval:{task}"
         if "acc" not in (row.get("base") or {}) or "acc" not in (row.get("adapted") or {}):
             out[key] = {"key": key, "title": f"Out-of-domain retention (lm-eval: {task})", "computed": False,
                         "reason": "lm-eval reported no acc for this task"}
             continue
         out[key] = {"key": key, "title": f"Out-of-domain retention (lm-eval: {task})", "computed": True,
-                    "value": est("adapted"), "base": est("base"), "adapted": est("adapted"), "passed": None,
+                    "value": estimate(row, "adapted"), "base": estimate(row, "base"),
+                    "adapted": estimate(row, "adapted"), "passed": None,
                     "higher_is_better": True,
                     "notes": [f"acc_norm: base {row['base'].get('acc_norm')}, adapted {row['adapted'].get('acc_norm')}",
                               f"lm-evaluation-harness, {row.get('n')} examples"

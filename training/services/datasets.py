@@ -406,7 +406,3 @@ def dataset_benchmark_set(*, dataset: Dataset, on: bool) -> Dataset:
         Dataset.objects.filter(pk=dataset.pk).update(is_benchmark=on)
     dataset.refresh_from_db()
     return dataset
-
-
-def organization_benchmark(organization_id) -> Dataset | None:
-    return Dataset.objects.filter(organization_id=organization_id, is_benchmark=True).first()
