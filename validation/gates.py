@@ -172,8 +172,17 @@ def relevance_flags(embedder: Embedder, replies: Sequence[str | None], client_me
     if not present:
         return [None] * n
     vectors = embedder([replies[i] for i in present] + list(client_messages))
-    reply_vec = dict(zip(present, vectors[:len(present)]))
-    msg_vec = vectors[len(present):]
+    reply_vec: list = [None] * n
+    for i, v in zip(present, vectors[:len(present)]):
+        reply_vec[i] = v
+    return relevance_from_vectors(reply_vec, vectors[len(present):], item_ids)
+
+
+def relevance_from_vectors(reply_vec: Sequence, msg_vec: Sequence, item_ids: Sequence[str]) -> list[bool | None]:
+    """relevance_flags' rule on embeddings already computed (None in `reply_vec`: no reply); the
+    offline judge uses it to read coherence without embedding the replies twice."""
+    n = len(item_ids)
+    present = [i for i in range(n) if reply_vec[i] is not None]
     out: list[bool | None] = [None] * n
     for i in present:
         own = _dot(reply_vec[i], msg_vec[i])

