@@ -31,9 +31,12 @@ if TYPE_CHECKING:  # for the annotations; the functions below import gates where
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES_RULE = ("The {k} items with the largest judged gain (adapted overall score minus base overall score) "
-                 "and the {k} with the largest judged loss, so the report shows where the adapter hurts as well "
-                 "as where it helps. Items the judge could not score on both replies are left out.")
+EXAMPLES_RULE = ("{k} items drawn, not picked: the scored items are grouped by the primary endpoint's outcome "
+                 "(adapted preferred, tie, base preferred) and each group gets a share of the {k} places in "
+                 "proportion to its size (at least one for each group that has items), drawn at random with a "
+                 "seed fixed by the item ids, so the same data always shows the same examples; the item with the "
+                 "largest judged loss is always added as 'worst loss', so the report shows where the adapter "
+                 "hurts most. Items the judge could not score on both replies are left out.")
 
 
 class ValidationNotReady(DomainError):
@@ -320,7 +323,9 @@ def judge_items(replies: dict[str, Any]) -> list[JudgeItem]:
 
 
 def examples_select(replies: dict[str, Any] | None, judge_result: JudgeResult | None, *, per_side: int) -> list[dict]:
-    """The `per_side` largest judged gains and the `per_side` largest losses (EXAMPLES_RULE)."""
+    """2 x `per_side` examples drawn by EXAMPLES_RULE, plus the worst loss. Largest gains and
+    losses alone would show only the tails, which is how a report flatters or scares; a draw
+    stratified by the primary endpoint's outcome shows the adapter as a reader would meet it."""
     if not replies or judge_result is None:
         return []
     base = judge_result.scores_for(BASE)
@@ -331,24 +336,63 @@ def examples_select(replies: dict[str, Any] | None, judge_result: JudgeResult | 
         b, a = base.get(row["item_id"]), adapted.get(row["item_id"])
         if not (b and a and b.overall is not None and a.overall is not None):
             continue
-        scored.append((a.overall - b.overall, row, b, a))
-    scored.sort(key=lambda t: (-t[0], t[1]["item_id"]))
-    gains = [s for s in scored[:per_side] if s[0] > 0]
-    losses = [s for s in reversed(scored[-per_side:]) if s[0] < 0 and s not in gains]
-    if not gains and not losses:  # all ties: show the first few, labelled as such
-        gains = scored[:per_side]
+        p = pairwise.get(row["item_id"])
+        scored.append({"gain": a.overall - b.overall, "row": row, "base": b, "adapted": a,
+                       "outcome": (p.outcome if p else None) or "not compared",
+                       "winner": p.winner if p else None})
+    if not scored:
+        return []
+    worst = min(scored, key=lambda t: (t["gain"], t["row"]["item_id"]))
+    worst = worst if worst["gain"] < 0 else None
+    rest = [t for t in scored if t is not worst]
+    chosen = _stratified_draw(rest, places=2 * per_side)
+    if worst is not None:
+        chosen.append({**worst, "outcome": "worst loss"})
+    return [{
+        "kind": t["outcome"], "label": _OUTCOME_LABELS[t["outcome"]], "item_id": t["row"]["item_id"], "judged_gain": t["gain"],
+        "client_message": t["row"]["client_message"], "base_reply": t["row"]["base"]["text"],
+        "adapted_reply": t["row"]["adapted"]["text"], "reference": t["row"].get("reference"),
+        "base_overall": t["base"].overall, "adapted_overall": t["adapted"].overall,
+        "base_on_voice": t["base"].on_voice, "adapted_on_voice": t["adapted"].on_voice,
+        "pairwise_winner": t["winner"],
+    } for t in chosen]
+
+
+_OUTCOME_ORDER = ("win", "tie", "loss", "not compared")
+_OUTCOME_LABELS = {"win": "Adapted preferred", "tie": "Tie", "loss": "Base preferred",
+                   "not compared": "Not compared", "worst loss": "Worst loss (largest judged drop)"}
+
+
+def _stratified_draw(items: list[dict], *, places: int) -> list[dict]:
+    """`places` items, shared among the outcome groups by size (largest remainder, one at least for
+    every group while places last), drawn within each group with a seed from the item ids."""
+    import hashlib
+    import random
+
+    groups = {o: sorted((t for t in items if t["outcome"] == o), key=lambda t: t["row"]["item_id"])
+              for o in _OUTCOME_ORDER}
+    groups = {o: g for o, g in groups.items() if g}
+    places = min(places, len(items))
+    if not places:
+        return []
+    share = {o: 0 for o in groups}
+    for o in sorted(groups, key=lambda o: -len(groups[o]))[:places]:
+        share[o] = 1
+    left = places - sum(share.values())
+    if left:
+        quota = {o: len(g) * places / len(items) for o, g in groups.items()}
+        room = {o: len(groups[o]) - share[o] for o in groups}
+        while left:
+            o = max((o for o in groups if room[o] > 0), key=lambda o: (quota[o] - share[o], len(groups[o])))
+            share[o] += 1
+            room[o] -= 1
+            left -= 1
+    ids = ",".join(sorted(t["row"]["item_id"] for t in items))
+    rng = random.Random(int.from_bytes(hashlib.sha256(ids.encode()).digest()[:8], "big"))
     out = []
-    for kind, chosen in (("gain", gains), ("loss", losses)):
-        for diff, row, b, a in chosen:
-            p = pairwise.get(row["item_id"])
-            out.append({
-                "kind": kind if diff else "tie", "item_id": row["item_id"], "judged_gain": diff,
-                "client_message": row["client_message"], "base_reply": row["base"]["text"],
-                "adapted_reply": row["adapted"]["text"], "reference": row.get("reference"),
-                "base_overall": b.overall, "adapted_overall": a.overall,
-                "base_on_voice": b.on_voice, "adapted_on_voice": a.on_voice,
-                "pairwise_winner": p.winner if p else None,
-            })
+    for o in groups:
+        picked = rng.sample(groups[o], share[o])
+        out.extend(sorted(picked, key=lambda t: -t["gain"]))
     return out
 
 
@@ -583,7 +627,7 @@ def _execute(run: ValidationRun) -> None:
         "pod_settings": (doc or {}).get("settings"),
         "items": {name: ((doc or {}).get(name) or {}).get("n") for name in ("emotion", "knowledge", "replies")},
         "held_out_conversations": (doc or {}).get("held_out_conversations"),
-        "examples_rule": EXAMPLES_RULE.format(k=per_side),
+        "examples_rule": EXAMPLES_RULE.format(k=2 * per_side),
         "bootstrap": {"resamples": settings.VALIDATION_BOOTSTRAP_RESAMPLES, "seed": settings.VALIDATION_BOOTSTRAP_SEED,
                       "confidence": 0.95, "method": "percentile bootstrap"},
     }

@@ -107,11 +107,11 @@ def test_crafted_evaluation_gives_metrics_examples_and_a_pdf(organization, make_
     assert m["emotion_recognition"]["computed"] and m["emotion_recognition"]["n"] == 10
     assert any("mean per-token" in n for n in m["emotion_recognition"]["notes"])
     assert m["pairwise_win_rate"]["computed"]
-    # The rule: largest judged gains and losses, both shown.
+    # The rule: a draw stratified by the primary endpoint's outcome, plus the worst loss.
     kinds = [e["kind"] for e in run.examples]
-    assert "gain" in kinds and "loss" in kinds
-    assert all(e["adapted_reply"] == WARM for e in run.examples if e["kind"] == "gain")
-    assert all(e["adapted_reply"] == CURT for e in run.examples if e["kind"] == "loss")
+    assert "win" in kinds and kinds[-1] == "worst loss"
+    assert all(e["adapted_reply"] == WARM for e in run.examples if e["kind"] == "win")
+    assert run.examples[-1]["adapted_reply"] == CURT and run.examples[-1]["judged_gain"] < 0
     document = report.report_document(run)
     pdf = report.render_pdf(document)
     assert pdf.startswith(b"%PDF")
